@@ -1,0 +1,187 @@
+"""Text-to-image and image-to-image with the shapes-world diffusion model.
+
+    from dalleflow.models.diffusion import ShapesDiffusion
+    model = ShapesDiffusion.from_pretrained("dalleflow/weights/shapes-diffusion")
+    images = model.generate(["a red circle on the left on a white background"], num_images=4, seed=0)
+
+Every image gets its own torch.Generator seeded with seed + its index, so an
+image depends only on its own prompt and seed, never on what else shares the
+batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DPMSolverMultistepScheduler, UNet2DConditionModel
+from PIL import Image
+
+from dalleflow.models.diffusion.pixel_space import CoordinateUNet, PixelSpace
+from dalleflow.models.diffusion.text_encoder import TextEncoder
+
+# Called after each denoising step with (step_index, step_count, preview images
+# or None); returning True asks the loop to stop (diffusers' interrupt flag).
+StepCallback = Callable[[int, int, list[Image.Image] | None], bool | None]
+
+
+class Interrupted(Exception):
+    """The step callback asked to stop; no images were finished."""
+
+
+@dataclasses.dataclass
+class PixelDiffusionConfig:
+    image_size: int = 32  # canvas side in pixels
+    unshuffle_factor: int = 2  # pixels folded into channels before the UNet
+
+
+def image_seed(seed: int, index: int) -> int:
+    """Image i of a request seeded s is the only image of a request seeded s + i,
+    so any candidate can be made again alone from the seed it reports."""
+    return seed + index
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    array = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(a) for a in array.permute(0, 2, 3, 1).cpu().numpy()]
+
+
+def from_pil(image: Image.Image, size: int) -> torch.Tensor:
+    image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    array = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()
+    return array / 127.5 - 1
+
+
+class ShapesDiffusion:
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        text_encoder: TextEncoder,
+        scheduler: DPMSolverMultistepScheduler,
+        config: PixelDiffusionConfig,
+    ):
+        self.denoiser = CoordinateUNet(unet).eval()
+        self.text_encoder = text_encoder.eval()
+        self.tokenizer = text_encoder.tokenizer()
+        self.scheduler_config = scheduler.config
+        self.config = config
+        self.space = PixelSpace(config.unshuffle_factor)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> ShapesDiffusion:
+        folder = Path(folder)
+        config = PixelDiffusionConfig(**json.loads((folder / "pixel_diffusion.json").read_text()))
+        return cls(
+            UNet2DConditionModel.from_pretrained(folder / "unet"),
+            TextEncoder.from_pretrained(folder / "text_encoder"),
+            DPMSolverMultistepScheduler.from_pretrained(folder / "scheduler"),
+            config,
+        )
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        self.denoiser.unet.save_pretrained(folder / "unet")
+        self.text_encoder.save_pretrained(folder / "text_encoder")
+        DPMSolverMultistepScheduler.from_config(self.scheduler_config).save_pretrained(folder / "scheduler")
+        (folder / "pixel_diffusion.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=1))
+
+    def _new_scheduler(self) -> DPMSolverMultistepScheduler:
+        # A scheduler holds a step index: one per call keeps concurrent calls apart.
+        return DPMSolverMultistepScheduler.from_config(self.scheduler_config)
+
+    def _encode_text(self, prompts: list[str]):
+        ids, mask = self.tokenizer(prompts)
+        states, pooled = self.text_encoder(ids, mask)
+        return states, mask, pooled
+
+    def _noise(self, seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.stack(
+            [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
+        )
+
+    @torch.inference_mode()
+    def _denoise(
+        self,
+        latents: torch.Tensor,
+        prompts: list[str],
+        negative_prompts: list[str],
+        timesteps: torch.Tensor,
+        scheduler: DPMSolverMultistepScheduler,
+        guidance_scale: float,
+        callback: StepCallback | None,
+    ) -> list[Image.Image]:
+        is_guided = guidance_scale != 1.0
+        text_prompts = prompts + negative_prompts if is_guided else prompts
+        states, mask, pooled = self._encode_text(text_prompts)
+        for step, timestep in enumerate(timesteps):
+            model_input = torch.cat([latents, latents]) if is_guided else latents
+            t = timestep.expand(model_input.shape[0])
+            prediction = self.denoiser(model_input, t, states, mask, pooled)
+            if is_guided:
+                conditional, unconditional = prediction.chunk(2)
+                prediction = unconditional + guidance_scale * (conditional - unconditional)
+            latents = scheduler.step(prediction, timestep, latents).prev_sample
+            if callback is not None:
+                if callback(step, len(timesteps), None):
+                    raise Interrupted(f"stopped after step {step + 1} of {len(timesteps)}")
+        return to_pil(self.space.decode(latents))
+
+    def generate(
+        self,
+        prompts: list[str],
+        num_images: int = 1,
+        seed: int = 0,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        negative_prompt: str | None = None,
+        callback: StepCallback | None = None,
+        seeds: list[int] | None = None,
+    ) -> list[Image.Image]:
+        """num_images per prompt, prompt-major; image i of the batch uses seeds[i]
+        (default image_seed(seed, i))."""
+        expanded = [p for p in prompts for _ in range(num_images)]
+        seeds = seeds or [image_seed(seed, i) for i in range(len(expanded))]
+        size = self.config.image_size // self.config.unshuffle_factor
+        channels = 3 * self.config.unshuffle_factor**2
+        scheduler = self._new_scheduler()
+        scheduler.set_timesteps(num_inference_steps)
+        latents = self._noise(seeds, (channels, size, size)) * scheduler.init_noise_sigma
+        negatives = [negative_prompt or ""] * len(expanded)
+        return self._denoise(latents, expanded, negatives, scheduler.timesteps, scheduler, guidance_scale, callback)
+
+    def refine(
+        self,
+        image: Image.Image,
+        prompt: str,
+        skip_rate: float = 0.5,
+        num_images: int = 1,
+        seed: int = 0,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        negative_prompt: str | None = None,
+        callback: StepCallback | None = None,
+    ) -> list[Image.Image]:
+        """Variations of an image: skip_rate is the share of the schedule skipped
+        (dalle-flow's meaning; diffusers' strength = 1 - skip_rate)."""
+        if not 0.0 <= skip_rate <= 1.0:
+            raise ValueError(f"skip_rate must be within [0, 1], got {skip_rate}")
+        scheduler = self._new_scheduler()
+        scheduler.set_timesteps(num_inference_steps)
+        skipped = min(int(round(skip_rate * num_inference_steps)), num_inference_steps)
+        timesteps = scheduler.timesteps[skipped:]
+        seeds = [image_seed(seed, i) for i in range(num_images)]
+        clean = self.space.encode(from_pil(image, self.config.image_size).unsqueeze(0))
+        clean = clean.expand(num_images, -1, -1, -1)
+        if len(timesteps) == 0:
+            return to_pil(self.space.decode(clean))
+        noise = self._noise(seeds, tuple(clean.shape[1:]))
+        latents = scheduler.add_noise(clean, noise, timesteps[:1].expand(num_images))
+        scheduler.set_begin_index(skipped)
+        negatives = [negative_prompt or ""] * num_images
+        return self._denoise(latents, [prompt] * num_images, negatives, timesteps, scheduler, guidance_scale, callback)

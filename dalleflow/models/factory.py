@@ -1,0 +1,73 @@
+"""One factory for every stage's model, open_clip style: a family names the code,
+a weight source string names the weights.
+
+Weight sources:
+- "embedded:NAME"   the package's own weights in dalleflow/weights/NAME
+- "local-dir:PATH"  a folder on this machine (or a mounted volume)
+- anything else     passed to the family's own loader (a hub id where the
+                    machine has internet, or open_clip's "MODEL@TAG")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+WEIGHTS_FOLDER = Path(__file__).resolve().parent.parent / "weights"
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    family: str = Field(description="Which code loads it: shapes-diffusion, open-clip, realesrgan.")
+    weights: str = Field("", description="Weight source: embedded:NAME, local-dir:PATH, or a hub id.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments for the loader.")
+
+
+def resolve_weights(source: str) -> str:
+    """embedded:NAME and local-dir:PATH -> a folder path that exists; others unchanged."""
+    for prefix, base in (("embedded:", WEIGHTS_FOLDER), ("local-dir:", None)):
+        if source.startswith(prefix):
+            rest = source[len(prefix) :]
+            folder = base / rest if base else Path(rest).expanduser()
+            if not folder.is_dir():
+                raise FileNotFoundError(f"weights {source!r}: no folder at {folder}")
+            return str(folder)
+    return source
+
+
+def _shapes_diffusion(spec: ModelSpec):
+    from dalleflow.models.diffusion import ShapesDiffusion
+
+    return ShapesDiffusion.from_pretrained(resolve_weights(spec.weights), **spec.options)
+
+
+def _open_clip(spec: ModelSpec):
+    from dalleflow.models.ranker import ClipRanker
+
+    source = spec.weights
+    if source.startswith(("embedded:", "local-dir:")):
+        source = "local-dir:" + resolve_weights(source)
+    return ClipRanker.from_pretrained(source, **spec.options)
+
+
+def _realesrgan(spec: ModelSpec):
+    from dalleflow.models.upscaler import RealEsrganUpscaler
+
+    return RealEsrganUpscaler(**spec.options)
+
+
+FAMILIES = {
+    "shapes-diffusion": _shapes_diffusion,
+    "open-clip": _open_clip,
+    "realesrgan": _realesrgan,
+}
+
+
+def create_model(spec: ModelSpec | dict) -> Any:
+    spec = ModelSpec.model_validate(spec)
+    if spec.family not in FAMILIES:
+        raise ValueError(f"unknown model family {spec.family!r}; one of {sorted(FAMILIES)}")
+    return FAMILIES[spec.family](spec)

@@ -1,0 +1,3 @@
+from dalleflow.models.ranker.clip import ClipRanker
+
+__all__ = ["ClipRanker"]

@@ -1,0 +1,3 @@
+from dalleflow.models.upscaler.realesrgan import RealEsrganUpscaler, UpscalerUnavailable
+
+__all__ = ["RealEsrganUpscaler", "UpscalerUnavailable"]

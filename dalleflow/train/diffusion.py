@@ -1,0 +1,212 @@
+"""Train the shapes-world diffusion generator (the embedded default).
+
+    dalleflow train diffusion --out runs/diffusion --minutes 120
+
+Reproduces dalleflow/weights/shapes-diffusion from its seed: a diffusers
+UNet2DConditionModel over pixel-unshuffled 32x32 images, a word-level text
+encoder trained jointly, v-prediction on a cosine schedule with min-SNR loss
+weights (layout is decided at high noise, which plain epsilon loss neglects),
+10% caption dropout for classifier-free guidance, and an EMA of the weights.
+Checkpoints every few minutes; rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+
+from dalleflow.models.diffusion import PixelDiffusionConfig, ShapesDiffusion, TextEncoder, TextEncoderConfig, shapes_vocab
+from dalleflow.models.diffusion.pixel_space import CoordinateUNet, PixelSpace
+from dalleflow.shapes import SceneSampler, render_scene
+
+MIN_SNR_GAMMA = 5.0
+CAPTION_DROPOUT = 0.1
+
+
+def build_unet(width: int = 128, block_out_channels: tuple[int, ...] = (64, 96, 128)) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=16,
+        in_channels=12 + 2,  # pixel-unshuffled RGB + coordinates
+        out_channels=12,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=block_out_channels,
+        layers_per_block=1,
+        norm_num_groups=min(16, block_out_channels[0]),
+        cross_attention_dim=width,
+        attention_head_dim=min(32, block_out_channels[0]),
+        class_embed_type="projection",  # the pooled caption joins the time embedding
+        projection_class_embeddings_input_dim=width,
+    )
+
+
+def training_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+
+
+class Batches:
+    """Endless seeded batches of (images in [-1, 1], captions) from the train split."""
+
+    def __init__(self, seed: int, batch_size: int):
+        self.sampler = SceneSampler("train", seed=seed)
+        self.batch_size = batch_size
+
+    def next(self) -> tuple[torch.Tensor, list[str]]:
+        scenes = [self.sampler.sample() for _ in range(self.batch_size)]
+        images = np.stack([render_scene(s) for s in scenes])
+        tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+        return tensor, [s.caption for s in scenes]
+
+
+def evaluate(model: ShapesDiffusion, prompt_count: int, steps: int, guidance: float) -> dict[str, float]:
+    """Oracle acceptance of one image per prompt, on fixed seen and held-out prompts."""
+    from dalleflow.shapes import judge
+
+    result = {}
+    for split in ("train", "held_out"):
+        sampler = SceneSampler(split, seed=1234)
+        captions = [sampler.sample().caption for _ in range(prompt_count)]
+        images = model.generate(captions, num_images=1, seed=0, num_inference_steps=steps, guidance_scale=guidance)
+        result[split] = float(np.mean([bool(judge(im, c)) for im, c in zip(images, captions)]))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/diffusion", help="checkpoint folder (resumed when present)")
+    parser.add_argument("--minutes", type=float, default=120.0, help="stop after this much training time in total")
+    parser.add_argument("--max-steps", type=int, default=10**9)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--ema", type=float, default=0.999)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--eval-prompts", type=int, default=64)
+    parser.add_argument("--export", default=None, help="write the EMA model as a pretrained folder here at the end")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    text_config = TextEncoderConfig(vocab=shapes_vocab())
+    text_encoder = TextEncoder(text_config)
+    denoiser = CoordinateUNet(build_unet(text_config.width))
+    noise_scheduler = training_scheduler()
+    space = PixelSpace(2)
+    parameters = list(denoiser.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01)
+    ema_denoiser, ema_text = copy.deepcopy(denoiser), copy.deepcopy(text_encoder)
+    state = {"step": 0, "minutes": 0.0, "curve": []}
+    batches = Batches(args.seed, args.batch_size)
+
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.exists():
+        saved = torch.load(checkpoint, weights_only=False)  # our own file, written below
+        denoiser.load_state_dict(saved["denoiser"])
+        text_encoder.load_state_dict(saved["text_encoder"])
+        ema_denoiser.load_state_dict(saved["ema_denoiser"])
+        ema_text.load_state_dict(saved["ema_text"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        torch.set_rng_state(saved["torch_rng"])
+        batches.sampler.rng.setstate(saved["data_rng"])
+        print(f"resumed at step {state['step']} ({state['minutes']:.1f} min)", flush=True)
+
+    alphas_cumprod = noise_scheduler.alphas_cumprod
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    loss_weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / (snr + 1)  # min-SNR for v-prediction
+
+    def export(folder: Path) -> ShapesDiffusion:
+        sampling = DPMSolverMultistepScheduler.from_config(noise_scheduler.config)
+        model = ShapesDiffusion(ema_denoiser.unet, ema_text, sampling, PixelDiffusionConfig())
+        model.save_pretrained(folder)
+        return model
+
+    def save() -> None:
+        torch.save(
+            {
+                "denoiser": denoiser.state_dict(),
+                "text_encoder": text_encoder.state_dict(),
+                "ema_denoiser": ema_denoiser.state_dict(),
+                "ema_text": ema_text.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "state": state,
+                "torch_rng": torch.get_rng_state(),
+                "data_rng": batches.sampler.rng.getstate(),
+            },
+            out / "checkpoint.tmp",
+        )
+        (out / "checkpoint.tmp").replace(checkpoint)
+
+    denoiser.train()
+    text_encoder.train()
+    started = time.time() - state["minutes"] * 60
+    last_checkpoint = time.time()
+    running = None
+    while state["minutes"] < args.minutes and state["step"] < args.max_steps:
+        images, captions = batches.next()
+        dropped = torch.rand(len(captions)) < CAPTION_DROPOUT
+        captions = ["" if d else c for c, d in zip(captions, dropped)]
+        clean = space.encode(images)
+        noise = torch.randn_like(clean)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(captions),))
+        noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+        target = noise_scheduler.get_velocity(clean, noise, timesteps)
+        ids, mask = text_encoder.tokenizer()(captions)
+        states, pooled = text_encoder(ids, mask)
+        prediction = denoiser(noisy, timesteps, states, mask, pooled)
+        per_image = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_image * loss_weight[timesteps]).mean()
+
+        warmup = min(1.0, (state["step"] + 1) / 500)
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * warmup
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        with torch.no_grad():
+            decay = min(args.ema, (1 + state["step"]) / (10 + state["step"]))
+            for ema, live in ((ema_denoiser, denoiser), (ema_text, text_encoder)):
+                for e, p in zip(ema.parameters(), live.parameters()):
+                    e.lerp_(p, 1 - decay)
+
+        state["step"] += 1
+        state["minutes"] = (time.time() - started) / 60
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if state["step"] % 100 == 0:
+            print(f"step {state['step']} min {state['minutes']:.1f} loss {running:.4f}", flush=True)
+        if time.time() - last_checkpoint > args.checkpoint_minutes * 60:
+            evaluation_started = time.time()
+            model = export(out / "ema")
+            quality = evaluate(model, args.eval_prompts, steps=20, guidance=3.0)
+            state["curve"].append({"step": state["step"], "minutes": round(state["minutes"], 1), **quality})
+            print(f"eval {state['curve'][-1]}", flush=True)
+            (out / "curve.json").write_text(json.dumps(state["curve"], indent=1))
+            save()
+            last_checkpoint = time.time()
+            started += last_checkpoint - evaluation_started  # evaluation time is not training time
+
+    save()
+    if args.export:
+        export(Path(args.export))
+        (Path(args.export) / "training.json").write_text(
+            json.dumps({"steps": state["step"], "minutes": round(state["minutes"], 1), "curve": state["curve"],
+                        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}, indent=1)
+        )
+
+
+if __name__ == "__main__":
+    main()
