@@ -1,0 +1,187 @@
+"""Command line of the client:
+
+    python -m dalleflow_client generate "a red circle to the left of a blue square" --num-images 2 --out out/
+    python -m dalleflow_client diffuse <image id or file> --prompt "a red circle ..." --skip-rate 0.6
+    python -m dalleflow_client upscale <image id or file> --out final.png
+
+The server's CLI adds the same commands with add_client_commands, so `dalleflow generate ...` works too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .client import DEFAULT_BASE_URL, Client
+from .errors import DalleflowError
+from .images import save_png
+from .results import Result
+from .schemas import DiffuseRequest, GenerateRequest
+
+
+def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add generate, diffuse and upscale to `subparsers`.
+
+    Each command sets `func`: `args.func(args)` runs it and returns the exit status.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=os.environ.get("DALLEFLOW_URL", DEFAULT_BASE_URL),
+        help="server (default: $DALLEFLOW_URL or %(default)s)",
+    )
+    common.add_argument("--json", action="store_true", help="print the answer as JSON, without the base64 images")
+
+    sampling = argparse.ArgumentParser(add_help=False)
+    sampling.add_argument(
+        "--num-images", metavar="N", type=int,
+        default=_default(GenerateRequest, "num_images"), help="default: %(default)s",
+    )  # fmt: skip
+    sampling.add_argument("--seed", type=int, help="default: the server draws one (the answer shows it)")
+    sampling.add_argument(
+        "--steps", dest="num_inference_steps", metavar="N", type=int,
+        default=_default(GenerateRequest, "num_inference_steps"), help="denoising steps (default: %(default)s)",
+    )  # fmt: skip
+    sampling.add_argument(
+        "--guidance", dest="guidance_scale", metavar="SCALE", type=float,
+        default=_default(GenerateRequest, "guidance_scale"), help="classifier-free guidance (default: %(default)s)",
+    )  # fmt: skip
+    sampling.add_argument("--negative-prompt", metavar="TEXT", help="what the images should not show")
+    sampling.add_argument(
+        "--out", metavar="DIR", type=Path, default=Path("."), help="folder for the grid and the images (default: .)"
+    )
+
+    generate = subparsers.add_parser(
+        "generate", parents=[common, sampling], help="images of a prompt from every generator, ranked best first"
+    )
+    generate.add_argument("prompt")
+    generate.add_argument(
+        "--generators", metavar="NAMES", type=lambda text: text.split(","), help="comma-separated (default: all enabled)"
+    )
+    generate.set_defaults(func=_run_generate)
+
+    diffuse = subparsers.add_parser("diffuse", parents=[common, sampling], help="ranked variations of an image")
+    diffuse.add_argument("image", metavar="IMAGE_OR_ID", help="a PNG/JPEG file, or an image id from an earlier answer")
+    diffuse.add_argument("--prompt", required=True, help="what the variations should show")
+    diffuse.add_argument(
+        "--skip-rate", metavar="RATE", type=float, default=_default(DiffuseRequest, "skip_rate"),
+        help="share of the schedule skipped, 0 to 1: near 1 stays close to the image (default: %(default)s)",
+    )
+    diffuse.set_defaults(func=_run_diffuse)
+
+    upscale = subparsers.add_parser("upscale", parents=[common], help="an image at four times its size")
+    upscale.add_argument("image", metavar="IMAGE_OR_ID", help="a PNG/JPEG file, or an image id from an earlier answer")
+    upscale.add_argument("--out", metavar="FILE", type=Path, help="file to write (default: upscaled-<id>.png)")
+    upscale.set_defaults(func=_run_upscale)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dalleflow-client", description="Client of a dalleflow server.")
+    add_client_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def _default(model, field: str):
+    # The schema holds the defaults, so --help shows what the server applies.
+    return model.model_fields[field].default
+
+
+def _reporting_errors(command: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], int]:
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            command(args)
+        except (DalleflowError, OSError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run
+
+
+def _sampling_options(args: argparse.Namespace) -> dict:
+    return dict(
+        num_images=args.num_images,
+        seed=args.seed,
+        num_inference_steps=args.num_inference_steps,
+        guidance_scale=args.guidance_scale,
+        negative_prompt=args.negative_prompt,
+    )
+
+
+@_reporting_errors
+def _run_generate(args: argparse.Namespace) -> None:
+    with Client(args.url) as client, _spinner("generating"):
+        result = client.generate(args.prompt, generators=args.generators, **_sampling_options(args))
+    _save_and_show(result, args)
+
+
+@_reporting_errors
+def _run_diffuse(args: argparse.Namespace) -> None:
+    with Client(args.url) as client, _spinner("diffusing"):
+        result = client.diffuse(args.image, args.prompt, skip_rate=args.skip_rate, **_sampling_options(args))
+    _save_and_show(result, args)
+
+
+@_reporting_errors
+def _run_upscale(args: argparse.Namespace) -> None:
+    with Client(args.url) as client, _spinner("upscaling"):
+        upscaled = client.upscale(args.image)
+    path = upscaled.save(args.out or Path(f"upscaled-{upscaled.id}.png"))
+    if args.json:
+        answer = {"id": upscaled.id, "width": upscaled.width, "height": upscaled.height, "file": str(path)}
+        print(json.dumps(answer, indent=2))
+    else:
+        print(path)
+
+
+def _save_and_show(result: Result, args: argparse.Namespace) -> None:
+    for name, report in result.generators.items():
+        if report.status != "ok":
+            print(f"warning: generator {name}: {report.status} {report.error or ''}".rstrip(), file=sys.stderr)
+    grid_path = save_png(result.grid(), args.out / f"{result.id[:8]}-grid.png", result.metadata)
+    paths = result.save(args.out)
+    if args.json:
+        answer = result.response.model_dump(mode="json", exclude={"candidates": {"__all__": {"image"}}})
+        answer["files"] = {"grid": str(grid_path), "candidates": [str(path) for path in paths]}
+        print(json.dumps(answer, indent=2))
+        return
+    print(f"grid  {grid_path}")
+    for index, (candidate, path) in enumerate(zip(result.candidates, paths)):
+        print(f"{index:>4}  {candidate.clip_score:7.3f}  {candidate.generator:<18} {candidate.id}  {path}")
+
+
+@contextmanager
+def _spinner(message: str) -> Iterator[None]:
+    """A spinner on stderr while waiting: the API sends no progress yet. Silent when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    done = threading.Event()
+    started = time.monotonic()
+
+    def spin() -> None:
+        for frame in itertools.cycle("|/-\\"):
+            sys.stderr.write(f"\r{frame} {message} {time.monotonic() - started:.0f}s ")
+            sys.stderr.flush()
+            if done.wait(0.1):
+                break
+        sys.stderr.write("\r\033[K")  # erase the line, so the answer prints on a clean one
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

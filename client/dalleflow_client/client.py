@@ -1,0 +1,285 @@
+"""Sync and async clients of the dalleflow HTTP API.
+
+    from dalleflow_client import Client
+
+    with Client("http://127.0.0.1:8000") as client:
+        result = client.generate("a red circle to the left of a blue square", num_images=2)
+        result.grid().save("grid.png")
+        variations = client.diffuse(result.best, "a red circle to the left of a blue square")
+        final = client.upscale(variations.best)
+
+Both clients build their requests and read the answers through the same `Call`s below;
+they differ only in how they send.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import httpx
+from PIL import Image
+from pydantic import BaseModel
+
+from .errors import DalleflowError, RequestError, TransportError
+from .images import decode_image, encode_png
+from .results import CandidateImage, Result, UpscaledImage
+from .schemas import (
+    IMAGE_ID_PATTERN,
+    Candidate,
+    DiffuseRequest,
+    GenerateRequest,
+    GenerateResponse,
+    ModelInfo,
+    ModelsResponse,
+    UpscaleRequest,
+    UpscaleResponse,
+)
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+# Generation on a CPU, or a large model on a busy GPU, takes minutes; a dead server is found by the connect timeout.
+DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+
+ImageInput = Image.Image | CandidateImage | UpscaledImage | Candidate | str | os.PathLike
+"""A PIL image, an earlier answer's image (or its id: 32 hex digits), or a PNG/JPEG file path."""
+
+_IMAGE_ID = re.compile(IMAGE_ID_PATTERN)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One HTTP exchange: what to send, and how to read the answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    body: dict[str, Any] | None = None
+
+    def read(self, response: httpx.Response) -> T:
+        check_response(response)
+        try:
+            return self.parse(response)
+        except (ValueError, OSError) as error:  # bad JSON, a schema mismatch, an undecodable image
+            raise DalleflowError(f"unexpected answer from {self.method} {self.path}: {error}") from error
+
+
+def check_response(response: httpx.Response) -> None:
+    """Raise RequestError, with the server's detail, for a 4xx or 5xx answer."""
+    if response.is_success:
+        return
+    try:
+        detail = response.json()["detail"]
+    except (ValueError, KeyError, TypeError):
+        detail = response.text[:1000] or response.reason_phrase  # not FastAPI's JSON: a proxy, a crash page
+    raise RequestError(response.status_code, detail, response.request.method, str(response.request.url))
+
+
+def request_body(model: type[BaseModel], **fields: Any) -> dict[str, Any]:
+    """The JSON body of `model`, without the fields left at None (the server's defaults apply).
+
+    Names are checked, so a field renamed in the schema fails here; values are not: the
+    server is the authority on limits, and its 422 names the field.
+    """
+    unknown = fields.keys() - model.model_fields.keys()
+    if unknown:
+        raise TypeError(f"{model.__name__} has no field {', '.join(sorted(unknown))}")
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def image_fields(image: ImageInput) -> dict[str, str]:
+    """The `image` or `image_id` field that names `image` in a request."""
+    if isinstance(image, Image.Image):
+        return {"image": encode_png(image)}
+    if isinstance(image, (CandidateImage, UpscaledImage, Candidate)):
+        return {"image_id": image.id}  # the server still holds it: send 32 characters, not the picture
+    if isinstance(image, str) and _IMAGE_ID.fullmatch(image):
+        return {"image_id": image}
+    if isinstance(image, (str, os.PathLike)):
+        if not Path(image).is_file():
+            raise ValueError(f"{str(image)!r} is neither an image id (32 hex digits) nor a file")
+        with Image.open(image) as opened:
+            return {"image": encode_png(opened)}
+    raise TypeError(f"expected a PIL image, a candidate, an image id or a file path, not {type(image).__name__}")
+
+
+def _parse_result(response: httpx.Response) -> Result:
+    return Result(GenerateResponse.model_validate_json(response.content))
+
+
+def generate_call(**fields: Any) -> Call[Result]:
+    return Call("POST", "/v1/generate", _parse_result, request_body(GenerateRequest, **fields))
+
+
+def diffuse_call(image: ImageInput, **fields: Any) -> Call[Result]:
+    return Call("POST", "/v1/diffuse", _parse_result, request_body(DiffuseRequest, **image_fields(image), **fields))
+
+
+def upscale_call(image: ImageInput) -> Call[UpscaledImage]:
+    def parse(response: httpx.Response) -> UpscaledImage:
+        return UpscaledImage.from_schema(UpscaleResponse.model_validate_json(response.content))
+
+    return Call("POST", "/v1/upscale", parse, request_body(UpscaleRequest, **image_fields(image)))
+
+
+def models_call() -> Call[list[ModelInfo]]:
+    return Call("GET", "/v1/models", lambda response: ModelsResponse.model_validate_json(response.content).models)
+
+
+def health_call() -> Call[dict[str, Any]]:
+    return Call("GET", "/healthz", lambda response: response.json())
+
+
+def image_call(image_id: str) -> Call[Image.Image]:
+    if not _IMAGE_ID.fullmatch(image_id):
+        raise ValueError(f"{image_id!r} is not an image id (32 hex digits)")
+    return Call("GET", f"/v1/images/{image_id}", lambda response: decode_image(response.content))
+
+
+@contextmanager
+def _no_answer_as_error(base_url: httpx.URL, call: Call) -> Iterator[None]:
+    try:
+        yield
+    except httpx.TransportError as error:  # timeouts included
+        reason = f"{type(error).__name__}: {error}"
+        raise TransportError(f"no answer to {call.method} {call.path} from {base_url}: {reason}") from error
+
+
+class Client:
+    """Blocking client. Use it as a context manager, or call close()."""
+
+    def __init__(self, base_url: str = DEFAULT_BASE_URL, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT):
+        self._http = httpx.Client(base_url=base_url, timeout=timeout)
+
+    def _send(self, call: Call[T]) -> T:
+        with _no_answer_as_error(self._http.base_url, call):
+            response = self._http.request(call.method, call.path, json=call.body)
+        return call.read(response)
+
+    def generate(
+        self,
+        prompt: str,
+        num_images: int = 4,
+        generators: list[str] | None = None,
+        seed: int | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        negative_prompt: str | None = None,
+    ) -> Result:
+        """Images of `prompt` from each generator (`num_images` each; None: every enabled one), ranked best first."""
+        return self._send(generate_call(
+            prompt=prompt, num_images=num_images, generators=generators, seed=seed,
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+        ))  # fmt: skip
+
+    def diffuse(
+        self,
+        image: ImageInput,
+        prompt: str,
+        skip_rate: float = 0.5,
+        num_images: int = 4,
+        seed: int | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        negative_prompt: str | None = None,
+    ) -> Result:
+        """Variations of `image` towards `prompt`, ranked best first; skip_rate near 1 stays close to the image."""
+        return self._send(diffuse_call(
+            image, prompt=prompt, skip_rate=skip_rate, num_images=num_images, seed=seed,
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+        ))  # fmt: skip
+
+    def upscale(self, image: ImageInput) -> UpscaledImage:
+        """`image` at four times its width and height."""
+        return self._send(upscale_call(image))
+
+    def models(self) -> list[ModelInfo]:
+        """The model behind each stage, and where its weights came from."""
+        return self._send(models_call())
+
+    def health(self) -> dict[str, Any]:
+        return self._send(health_call())
+
+    def image(self, image_id: str) -> Image.Image:
+        """An image the server stored for an earlier answer."""
+        return self._send(image_call(image_id))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The asyncio form of Client: the same methods, awaited. Use `async with`, or await close()."""
+
+    def __init__(self, base_url: str = DEFAULT_BASE_URL, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT):
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout)
+
+    async def _send(self, call: Call[T]) -> T:
+        with _no_answer_as_error(self._http.base_url, call):
+            response = await self._http.request(call.method, call.path, json=call.body)
+        return call.read(response)
+
+    async def generate(
+        self,
+        prompt: str,
+        num_images: int = 4,
+        generators: list[str] | None = None,
+        seed: int | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        negative_prompt: str | None = None,
+    ) -> Result:
+        """See Client.generate."""
+        return await self._send(generate_call(
+            prompt=prompt, num_images=num_images, generators=generators, seed=seed,
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+        ))  # fmt: skip
+
+    async def diffuse(
+        self,
+        image: ImageInput,
+        prompt: str,
+        skip_rate: float = 0.5,
+        num_images: int = 4,
+        seed: int | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        negative_prompt: str | None = None,
+    ) -> Result:
+        """See Client.diffuse."""
+        return await self._send(diffuse_call(
+            image, prompt=prompt, skip_rate=skip_rate, num_images=num_images, seed=seed,
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+        ))  # fmt: skip
+
+    async def upscale(self, image: ImageInput) -> UpscaledImage:
+        return await self._send(upscale_call(image))
+
+    async def models(self) -> list[ModelInfo]:
+        return await self._send(models_call())
+
+    async def health(self) -> dict[str, Any]:
+        return await self._send(health_call())
+
+    async def image(self, image_id: str) -> Image.Image:
+        return await self._send(image_call(image_id))
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

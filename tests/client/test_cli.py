@@ -1,0 +1,65 @@
+"""The client's command line: parsing, errors without a server, and the package's import rules."""
+
+import argparse
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dalleflow_client.cli import add_client_commands, main
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_client_commands(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_generate_options_map_to_the_api_names():
+    args = parse(["generate", "a red circle", "--num-images", "2", "--seed", "3", "--steps", "4",
+                  "--guidance", "5.5", "--negative-prompt", "blurry", "--generators", "dalle,diffusion",
+                  "--out", "out", "--json"])  # fmt: skip
+    assert (args.prompt, args.num_images, args.seed, args.num_inference_steps, args.guidance_scale) == (
+        "a red circle", 2, 3, 4, 5.5
+    )  # fmt: skip
+    assert (args.negative_prompt, args.generators, args.out, args.json) == (
+        "blurry", ["dalle", "diffusion"], Path("out"), True
+    )  # fmt: skip
+    assert callable(args.func)
+
+
+def test_defaults_come_from_the_schema():
+    args = parse(["diffuse", "0123456789abcdef" * 2, "--prompt", "p"])
+    defaults = (args.num_images, args.num_inference_steps, args.guidance_scale, args.skip_rate, args.seed)
+    assert defaults == (4, 20, 3.0, 0.5, None)
+
+
+def test_diffuse_needs_a_prompt(capsys):
+    with pytest.raises(SystemExit):
+        parse(["diffuse", "pick.png"])
+    assert "--prompt" in capsys.readouterr().err
+
+
+def test_errors_are_reported_as_one_line_and_exit_status_1(capsys, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    assert main(["generate", "a red circle", "--url", url, "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith("error: no answer to POST /v1/generate")
+    assert main(["upscale", str(tmp_path / "missing.png"), "--url", url]) == 1
+    assert "neither an image id" in capsys.readouterr().err
+
+
+def test_module_runs_and_imports_nothing_heavy():
+    code = (
+        "import sys, runpy; sys.argv = ['dalleflow_client', '--help']\n"
+        "try: runpy.run_module('dalleflow_client', run_name='__main__')\n"
+        "except SystemExit as exit: assert exit.code == 0\n"
+        "heavy = {name for name in sys.modules if name.split('.')[0] in ('torch', 'ray', 'dalleflow')}\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "generate" in done.stdout and "upscale" in done.stdout

@@ -1,0 +1,94 @@
+"""Result and CandidateImage: lazy images, best, grid, saving with metadata."""
+
+import pytest
+from PIL import Image, ImageChops
+
+from dalleflow_client import CandidateImage, DalleflowError, Result, read_png_metadata
+from dalleflow_client.images import encode_png
+from dalleflow_client.schemas import Candidate, GenerateResponse, StageReport
+
+PROMPT = "a red circle to the left of a blue square"
+
+
+def answer(colours: list[str], size=(32, 32)) -> GenerateResponse:
+    """A GenerateResponse as the server sends it, ranked in the order of `colours`."""
+    candidates = [
+        Candidate(
+            id=f"{index:032x}",
+            generator="diffusion" if index % 2 else "dalle",
+            rank=index,
+            clip_score=0.5 - index / 10,
+            seed=7 + index,
+            image=encode_png(Image.new("RGB", size, colour)),
+            width=size[0],
+            height=size[1],
+        )
+        for index, colour in enumerate(colours)
+    ]
+    reports = {"dalle": StageReport(status="ok", count=len(colours))}
+    return GenerateResponse(id="f" * 32, prompt=PROMPT, seed=7, candidates=candidates, generators=reports, timings={})
+
+
+def test_result_exposes_ranked_candidates_with_images():
+    result = Result(answer(["red", "green", "blue"]))
+    assert len(result) == 3
+    assert [candidate.rank for candidate in result] == [0, 1, 2]
+    assert result.best is result[0]
+    best = result.best
+    assert isinstance(best, CandidateImage)
+    assert (best.id, best.generator, best.seed, best.prompt) == ("0" * 32, "dalle", 7, PROMPT)
+    assert best.image.size == (best.width, best.height) == (32, 32)
+    assert best.image.convert("RGB").getpixel((0, 0)) == (255, 0, 0)
+    assert result[2].image.convert("RGB").getpixel((5, 5)) == (0, 0, 255)
+
+
+def test_result_grid_holds_every_candidate_in_rank_order():
+    result = Result(answer(["red", "green", "blue", "yellow"]))
+    grid = result.grid(show_indices=False)
+    assert grid.size == (64, 64)
+    assert [grid.getpixel(point) for point in [(16, 16), (48, 16), (16, 48), (48, 48)]] == [
+        (255, 0, 0), (0, 128, 0), (0, 0, 255), (255, 255, 0)
+    ]  # fmt: skip
+    assert result.grid(columns=4).size == (128, 32)
+
+
+def test_result_save_writes_each_png_with_its_metadata(tmp_path):
+    result = Result(answer(["red", "green"]))
+    paths = result.save(tmp_path / "out")
+    assert [path.parent for path in paths] == [tmp_path / "out"] * 2
+    assert len(set(paths)) == 2
+    for candidate, path in zip(result, paths):
+        assert read_png_metadata(path) == {
+            "prompt": PROMPT,
+            "seed": str(candidate.seed),
+            "generator": candidate.generator,
+            "rank": str(candidate.rank),
+            "clip_score": str(candidate.clip_score),
+            "id": candidate.id,
+        }
+        with Image.open(path) as saved:
+            assert ImageChops.difference(saved.convert("RGB"), candidate.image.convert("RGB")).getbbox() is None
+
+
+def test_candidate_save_to_a_chosen_path(tmp_path):
+    candidate = Result(answer(["red"])).best
+    path = candidate.save(tmp_path / "pick.png")
+    assert path == tmp_path / "pick.png"
+    assert read_png_metadata(path)["id"] == candidate.id
+
+
+def test_names_from_the_server_cannot_leave_the_folder(tmp_path):
+    response = answer(["red"])
+    response.candidates[0].generator = "../../escape"
+    (path,) = Result(response).save(tmp_path)
+    assert path.parent == tmp_path
+
+
+def test_an_empty_answer_says_which_generators_failed():
+    response = answer([])
+    response.generators = {"dalle": StageReport(status="timeout"), "diffusion": StageReport(status="failed", error="oom")}
+    result = Result(response)
+    with pytest.raises(DalleflowError, match=r"dalle: timeout, diffusion: failed \(oom\)"):
+        result.best
+    with pytest.raises(DalleflowError, match="no images"):
+        result.grid()
