@@ -1,0 +1,93 @@
+"""The dalleflow command line.
+
+    dalleflow serve                      # the embedded default at http://127.0.0.1:8000
+    dalleflow generate "a red circle on the left on a white background"
+    dalleflow diffuse IMAGE_ID --prompt "..." --skip-rate 0.5
+    dalleflow upscale IMAGE_ID --out final.png
+    dalleflow train diffusion|ranker ...  # reproduce the embedded weights
+
+generate, diffuse and upscale are the client's commands (dalleflow_client.cli).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+from dalleflow_client.cli import add_client_commands
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Run Ray's own `serve run` on the config, and say where to open it once it answers."""
+    config = yaml.safe_load(Path(args.config).read_text())
+    http = config.setdefault("http_options", {})
+    http["host"] = args.host or http.get("host", "127.0.0.1")
+    http["port"] = args.port or http.get("port", 8000)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as written:
+        yaml.safe_dump(config, written)
+    environment = {"RAY_USAGE_STATS_ENABLED": "0", **os.environ}
+    serve_command = [str(Path(sys.executable).parent / "serve"), "run", written.name]
+    server = subprocess.Popen(serve_command, env=environment)
+    url = f"http://{http['host']}:{http['port']}"
+    try:
+        while server.poll() is None:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    print(f"\ndalleflow is serving: open {url}/docs (API), models at {url}/v1/models", flush=True)
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        return server.wait()
+    except KeyboardInterrupt:
+        server.send_signal(signal.SIGINT)
+        return server.wait()
+    finally:
+        os.unlink(written.name)
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.model == "diffusion":
+        from dalleflow.train.diffusion import main as train_main
+    else:
+        from dalleflow.train.ranker import main as train_main
+    train_main(args.rest)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dalleflow", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve a config (default: the embedded models on this CPU)")
+    serve.add_argument("--config", default=str(DEFAULT_CONFIG), help="a Ray Serve config (default: %(default)s)")
+    serve.add_argument("--host", help="override http_options.host")
+    serve.add_argument("--port", type=int, help="override http_options.port")
+    serve.set_defaults(func=_serve)
+
+    train = commands.add_parser("train", help="train an embedded model; `dalleflow train diffusion --help` for options")
+    train.add_argument("model", choices=["diffusion", "ranker"])
+    train.add_argument("rest", nargs=argparse.REMAINDER, help="options of that trainer")
+    train.set_defaults(func=_train)
+
+    add_client_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

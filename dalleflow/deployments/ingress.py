@@ -1,0 +1,58 @@
+"""The ingress: the FastAPI app of service/http.py, served by Ray Serve, over stage handles.
+
+The app is built in the replica after the constructor (Ray's late-bound
+`__serve_build_asgi_app__`), so it carries this replica's Flow on app.state;
+an app object created at import time would be pickled and copied by Serve.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from dalleflow.service.flow import Flow
+from dalleflow.service.http import create_app
+from dalleflow.service.stages import HandleStage
+from dalleflow.service.store import ImageStore
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+@serve.ingress()
+class Ingress:
+    def __init__(
+        self,
+        generators: dict[str, DeploymentHandle],
+        ranker: DeploymentHandle,
+        refiner: DeploymentHandle,
+        upscaler: DeploymentHandle,
+        models: list[dict],
+        store_path: str | None = None,
+        generator_timeout_s: float = 120.0,
+    ):
+        self.flow = Flow(
+            generators={name: HandleStage(handle) for name, handle in generators.items()},
+            ranker=HandleStage(ranker),
+            refiner=HandleStage(refiner),
+            upscaler=HandleStage(upscaler),
+            store=ImageStore(store_path),
+            models=models,
+            generator_timeout_s=generator_timeout_s,
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        app = create_app()
+        app.state.flow = self.flow
+        return app
+
+    # The same calls as the HTTP routes, for Ray Python handles:
+    #   handle = serve.get_app_handle("dalleflow")
+    #   answer = await handle.generate.remote(GenerateRequest(prompt="..."))
+    async def generate(self, request):
+        return await self.flow.generate(request)
+
+    async def diffuse(self, request):
+        return await self.flow.diffuse(request)
+
+    async def upscale(self, request):
+        return await self.flow.upscale(request)

@@ -1,0 +1,70 @@
+"""Every image the service answers with is stored first, as a PNG with its metadata.
+
+An id is 32 hex characters (a uuid4); the only way from a request to the
+filesystem is through ids that match that pattern, so no request can name a
+path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+from dalleflow.service.errors import NotFound
+
+_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def default_store_path() -> Path:
+    if path := os.environ.get("DALLEFLOW_STORE"):
+        return Path(path)
+    data_home = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return data_home / "dalleflow" / "images"
+
+
+class ImageStore:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else default_store_path()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, image_id: str) -> Path:
+        if not _ID.fullmatch(image_id):
+            raise NotFound(f"image_id {image_id!r} is not an image id (32 hex characters)", field="image_id")
+        # Two levels of folders keep any one folder small.
+        return self.root / image_id[:2] / f"{image_id}.png"
+
+    def save(self, image: Image.Image, metadata: dict) -> str:
+        image_id = uuid.uuid4().hex
+        path = self._path(image_id)
+        path.parent.mkdir(exist_ok=True)
+        info = PngImagePlugin.PngInfo()
+        info.add_text("dalleflow", json.dumps({"id": image_id, **metadata}))
+        for key in ("prompt", "seed", "generator"):
+            if metadata.get(key) is not None:
+                info.add_text(key, str(metadata[key]))
+        temporary = path.with_suffix(".tmp")
+        image.save(temporary, format="PNG", pnginfo=info)
+        temporary.replace(path)  # a reader never sees half a file
+        return image_id
+
+    def png_bytes(self, image_id: str) -> bytes:
+        path = self._path(image_id)
+        if not path.is_file():
+            raise NotFound(f"image_id {image_id!r}: no such image", field="image_id")
+        return path.read_bytes()
+
+    def load(self, image_id: str) -> Image.Image:
+        import io
+
+        return Image.open(io.BytesIO(self.png_bytes(image_id))).convert("RGB")
+
+    def metadata(self, image_id: str) -> dict:
+        import io
+
+        with Image.open(io.BytesIO(self.png_bytes(image_id))) as image:
+            return json.loads(image.text["dalleflow"])

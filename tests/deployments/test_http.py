@@ -1,0 +1,123 @@
+"""The embedded default app through real Ray Serve and real HTTP."""
+
+import base64
+import io
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+PROMPT = "a red circle on the left on a white background"
+FAST = {"num_inference_steps": 4}
+
+
+def post(url: str, path: str, body: dict) -> httpx.Response:
+    return httpx.post(url + path, json=body, timeout=300)
+
+
+def decode(data: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(data)))
+
+
+def png_b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def generated(server_url) -> dict:
+    answer = post(server_url, "/v1/generate", {"prompt": PROMPT, "num_images": 3, "seed": 11, **FAST})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_generate_answers_ranked_candidates(generated):
+    candidates = generated["candidates"]
+    assert generated["seed"] == 11 and generated["prompt"] == PROMPT
+    assert [c["rank"] for c in candidates] == [0, 1, 2]
+    scores = [c["clip_score"] for c in candidates]
+    assert scores == sorted(scores, reverse=True)
+    assert sorted(c["seed"] for c in candidates) == [11, 12, 13]
+    assert generated["generators"]["diffusion"]["status"] == "ok"
+    assert {"generate", "rank", "store", "total"} <= set(generated["timings"])
+    for candidate in candidates:
+        assert decode(candidate["image"]).size == (candidate["width"], candidate["height"]) == (32, 32)
+
+
+def test_every_answered_image_is_stored_with_its_metadata(server_url, generated):
+    candidate = generated["candidates"][0]
+    stored = httpx.get(f"{server_url}/v1/images/{candidate['id']}", timeout=30)
+    assert stored.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(stored.content))
+    assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(decode(candidate["image"]).convert("RGB")))
+    assert image.text["prompt"] == PROMPT and image.text["seed"] == str(candidate["seed"])
+
+
+def test_a_candidate_is_made_again_alone_from_its_seed(server_url, generated):
+    candidate = generated["candidates"][-1]
+    again = post(server_url, "/v1/generate", {"prompt": PROMPT, "num_images": 1, "seed": candidate["seed"], **FAST})
+    assert np.array_equal(np.asarray(decode(again.json()["candidates"][0]["image"])), np.asarray(decode(candidate["image"])))
+
+
+def test_diffuse_by_id_and_by_image(server_url, generated):
+    pick = generated["candidates"][0]
+    by_id = post(server_url, "/v1/diffuse", {"image_id": pick["id"], "prompt": PROMPT, "num_images": 2, "skip_rate": 0.5, **FAST})
+    assert by_id.status_code == 200, by_id.text
+    assert [c["rank"] for c in by_id.json()["candidates"]] == [0, 1]
+    assert {c["generator"] for c in by_id.json()["candidates"]} == {"refiner"}
+    by_image = post(server_url, "/v1/diffuse", {"image": pick["image"], "prompt": PROMPT, "num_images": 1, **FAST})
+    assert by_image.status_code == 200, by_image.text
+
+
+def test_upscale_by_id_is_x4_and_stored(server_url, generated):
+    answer = post(server_url, "/v1/upscale", {"image_id": generated["candidates"][0]["id"]})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["width"], body["height"]) == decode(body["image"]).size == (128, 128)
+    assert httpx.get(f"{server_url}/v1/images/{body['id']}", timeout=30).status_code == 200
+
+
+def test_models_and_health(server_url):
+    assert httpx.get(f"{server_url}/healthz", timeout=30).json() == {"status": "ok"}
+    stages = {m["stage"]: m for m in httpx.get(f"{server_url}/v1/models", timeout=30).json()["models"]}
+    assert set(stages) == {"generator:diffusion", "ranker", "refiner", "upscaler"}
+    assert stages["ranker"]["weights"] == "embedded:shapes-clip"
+
+
+BOMB = png_b64(Image.new("1", (5000, 5000)))
+VALID_ID = "0123456789abcdef" * 2
+
+BAD_INPUTS = [
+    ("/v1/generate", {"prompt": ""}, 422, "prompt"),
+    ("/v1/generate", {"prompt": "x" * 301}, 422, "prompt"),
+    ("/v1/generate", {"prompt": PROMPT, "num_images": 0}, 422, "num_images"),
+    ("/v1/generate", {"prompt": PROMPT, "num_images": 17}, 422, "num_images"),
+    ("/v1/generate", {"prompt": PROMPT, "generators": ["dalle-9"]}, 422, "generators"),
+    ("/v1/generate", {"prompt": PROMPT, "seed": -1}, 422, "seed"),
+    ("/v1/generate", {"prompt": PROMPT, "num_inference_steps": 1000}, 422, "num_inference_steps"),
+    ("/v1/generate", {"prompt": PROMPT, "colour": "red"}, 422, "colour"),
+    ("/v1/diffuse", {"prompt": PROMPT, "image_id": VALID_ID, "skip_rate": 1.5}, 422, "skip_rate"),
+    ("/v1/diffuse", {"prompt": PROMPT, "image_id": VALID_ID, "skip_rate": -0.1}, 422, "skip_rate"),
+    ("/v1/diffuse", {"prompt": PROMPT, "image_id": VALID_ID, "num_images": 37}, 422, "num_images"),
+    ("/v1/diffuse", {"prompt": PROMPT, "image_id": VALID_ID}, 404, "image_id"),
+    ("/v1/diffuse", {"prompt": PROMPT, "image_id": "../etc/passwd"}, 422, "image_id"),
+    ("/v1/diffuse", {"prompt": PROMPT, "image": "not an image"}, 422, "image"),
+    ("/v1/diffuse", {"prompt": PROMPT}, 422, "image_id"),
+    ("/v1/upscale", {"image": BOMB}, 413, "image"),
+    ("/v1/upscale", {"image": "A" * 8_000_001}, 422, "image"),
+    ("/v1/upscale", {"image_id": VALID_ID}, 404, "image_id"),
+]
+
+
+@pytest.mark.parametrize("path,body,status,field", BAD_INPUTS, ids=[f"{p}-{f}-{s}" for p, _, s, f in BAD_INPUTS])
+def test_bad_input_gets_a_4xx_naming_the_field(server_url, path, body, status, field):
+    answer = post(server_url, path, body)
+    assert answer.status_code == status, answer.text
+    assert field in answer.text
+
+
+def test_an_unknown_image_id_is_404(server_url):
+    assert httpx.get(f"{server_url}/v1/images/{VALID_ID}", timeout=30).status_code == 404
+    assert httpx.get(f"{server_url}/v1/images/..%2F..%2Fetc%2Fpasswd", timeout=30).status_code == 404

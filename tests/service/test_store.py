@@ -1,0 +1,24 @@
+import pytest
+
+from dalleflow.service.errors import NotFound
+from dalleflow.service.store import ImageStore
+from dalleflow.shapes import render_caption
+
+
+def test_saved_images_come_back_with_their_metadata(tmp_path):
+    store = ImageStore(tmp_path)
+    image = render_caption("a red circle on the left on a white background")
+    image_id = store.save(image, {"prompt": "a red circle", "seed": 3, "generator": "diffusion"})
+    assert list(store.load(image_id).getdata()) == list(image.getdata())
+    assert store.metadata(image_id) == {"id": image_id, "prompt": "a red circle", "seed": 3, "generator": "diffusion"}
+
+
+@pytest.mark.parametrize("image_id", ["../../etc/passwd", "0" * 31, "G" * 32, "/" + "a" * 31])
+def test_only_ids_reach_the_filesystem(tmp_path, image_id):
+    with pytest.raises(NotFound, match="not an image id"):
+        ImageStore(tmp_path).png_bytes(image_id)
+
+
+def test_an_unknown_id_is_not_found(tmp_path):
+    with pytest.raises(NotFound, match="no such image"):
+        ImageStore(tmp_path).load("0" * 32)
