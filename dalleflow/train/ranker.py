@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from dalleflow.models.ranker.clip import ClipRanker, create_untrained, model_config, save_local_dir
 from dalleflow.shapes import SceneSampler, render_scene
+from dalleflow.shapes.evaluate import retrieval_top1
 from dalleflow.shapes.scene import FIELDS, caption_of, change_one_field
 
 CONFIG_NAME = "shapes-clip"
@@ -34,26 +35,6 @@ def normalise(images: np.ndarray) -> torch.Tensor:
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
     return (tensor - mean) / std
-
-
-def retrieval_top1(ranker: ClipRanker, split: str, count: int = 100, trials: int = 5, seed: int = 7) -> float:
-    """Share of images whose own caption ranks first among `count` captions of the split."""
-    from PIL import Image
-
-    hits = total = 0
-    for trial in range(trials):
-        sampler = SceneSampler(split, seed=seed + trial)
-        scenes, captions = [], set()
-        while len(scenes) < count:
-            scene = sampler.sample()
-            if scene.caption not in captions:
-                captions.add(scene.caption)
-                scenes.append(scene)
-        images = [Image.fromarray(render_scene(s)) for s in scenes]
-        similarity = ranker.similarity(images, [s.caption for s in scenes])
-        hits += int((similarity.argmax(dim=1) == torch.arange(count)).sum())
-        total += count
-    return hits / total
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,8 +91,8 @@ def main(argv: list[str] | None = None) -> None:
             model.eval()
             ranker = ClipRanker(model, _eval_preprocess(model), tokenizer, CONFIG_NAME)
             point = {"step": step, "minutes": round(minutes, 1),
-                     "seen": retrieval_top1(ranker, "train", trials=2),
-                     "held_out": retrieval_top1(ranker, "held_out", trials=2)}
+                     "seen": retrieval_top1(ranker.similarity, "train", trials=2),
+                     "held_out": retrieval_top1(ranker.similarity, "held_out", trials=2)}
             curve.append(point)
             print(f"eval {point}", flush=True)
             model.train()
@@ -120,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     save_local_dir(model, model_config(CONFIG_NAME), out / "model")
     ranker = ClipRanker.from_pretrained(f"local-dir:{out / 'model'}")
-    final = {"seen": retrieval_top1(ranker, "train"), "held_out": retrieval_top1(ranker, "held_out")}
+    final = {"seen": retrieval_top1(ranker.similarity, "train"), "held_out": retrieval_top1(ranker.similarity, "held_out")}
     print(f"final retrieval top-1 of 100: {final}", flush=True)
     record = {"steps": step, "minutes": round((time.time() - started) / 60, 1), "batch_size": args.batch_size,
               "lr": args.lr, "seed": args.seed, "curve": curve, "retrieval_top1_of_100": final}

@@ -1,0 +1,80 @@
+"""Quality measures of models against the oracle, shared by training and bench/.
+
+Functions take plain callables, so this module knows no model code:
+- generate(captions, num_images, seed) -> images, caption-major
+- score(caption, images) -> one score per image
+- similarity(images, captions) -> [images, captions] matrix
+- refine(image, caption, seed) -> images
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+from dalleflow.shapes.oracle import judge
+from dalleflow.shapes.render import render_scene
+from dalleflow.shapes.scene import Scene, SceneSampler, Split
+
+
+def distinct_scenes(split: Split, count: int, seed: int) -> list[Scene]:
+    """`count` scenes of the split whose captions all differ."""
+    sampler, scenes, seen = SceneSampler(split, seed=seed), [], set()
+    while len(scenes) < count:
+        scene = sampler.sample()
+        if scene.caption not in seen:
+            seen.add(scene.caption)
+            scenes.append(scene)
+    return scenes
+
+
+def retrieval_top1(similarity: Callable, split: Split, count: int = 100, trials: int = 5, seed: int = 7) -> float:
+    """Share of rendered images whose own caption ranks first among `count` distinct captions."""
+    hits = 0
+    for trial in range(trials):
+        scenes = distinct_scenes(split, count, seed + trial)
+        matrix = np.asarray(similarity([Image.fromarray(render_scene(s)) for s in scenes], [s.caption for s in scenes]))
+        hits += int((matrix.argmax(axis=1) == np.arange(count)).sum())
+    return hits / (count * trials)
+
+
+@dataclasses.dataclass
+class GenerationQuality:
+    prompts: int
+    top_ranked_accepted: float  # the ranker's pick passes the oracle
+    mean_accepted: float  # any one candidate passes (what an unranked pick gets)
+    best_possible: float  # at least one candidate passes (a perfect ranker)
+    accepted_picks: list[tuple[str, Image.Image]]  # (caption, top image) where accepted
+
+
+def generation_quality(
+    generate: Callable, score: Callable, captions: list[str], num_images: int, seed: int = 0, batch: int = 8
+) -> GenerationQuality:
+    top, mean, best, picks = [], [], [], []
+    for start in range(0, len(captions), batch):
+        chunk = captions[start : start + batch]
+        images = generate(chunk, num_images, seed + start)
+        for index, caption in enumerate(chunk):
+            candidates = images[index * num_images : (index + 1) * num_images]
+            verdicts = [judge(image, caption).accepted for image in candidates]
+            pick = int(np.argmax(score(caption, candidates)))
+            top.append(verdicts[pick])
+            mean.append(np.mean(verdicts))
+            best.append(any(verdicts))
+            if verdicts[pick]:
+                picks.append((caption, candidates[pick]))
+    return GenerationQuality(len(captions), float(np.mean(top)), float(np.mean(mean)), float(np.mean(best)), picks)
+
+
+def refinement_quality(refine: Callable, picks: list[tuple[str, Image.Image]]) -> dict[str, float]:
+    """Variations of accepted images: share still accepted, and mean absolute change (0-1)."""
+    kept, change = [], []
+    for index, (caption, image) in enumerate(picks):
+        source = np.asarray(image.convert("RGB"), dtype=np.float32)
+        for variation in refine(image, caption, index):
+            kept.append(judge(variation, caption).accepted)
+            change.append(np.abs(np.asarray(variation.convert("RGB"), dtype=np.float32) - source).mean() / 255)
+    return {"variations": len(kept), "still_accepted": float(np.mean(kept)), "mean_abs_change": float(np.mean(change))}
