@@ -13,6 +13,8 @@ import socket
 import tempfile
 from pathlib import Path
 
+import json
+
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,3 +65,49 @@ def serve_app(ray_session, store_path):
 @pytest.fixture(scope="session")
 def server_url(serve_app) -> str:
     return serve_app
+
+
+# Tiny, seeded, randomly initialised models built by the same code as the real ones.
+
+TINY_CLIP_CONFIG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+}
+
+
+def build_tiny_diffusion(text_width: int = 16):
+    import torch
+    from diffusers import DPMSolverMultistepScheduler
+
+    from dalleflow.models.diffusion import PixelDiffusionConfig, ShapesDiffusion, TextEncoder, TextEncoderConfig, shapes_vocab
+    from dalleflow.train.diffusion import build_unet, training_scheduler
+
+    torch.manual_seed(0)
+    text = TextEncoder(TextEncoderConfig(vocab=shapes_vocab(), width=text_width, layers=1, heads=2))
+    unet = build_unet(width=16, block_out_channels=(8, 16, 16))
+    scheduler = DPMSolverMultistepScheduler.from_config(training_scheduler().config)
+    return ShapesDiffusion(unet, text, scheduler, PixelDiffusionConfig())
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusion():
+    return build_tiny_diffusion()
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_folder(tmp_path_factory):
+    """(model in memory, its saved local-dir folder)."""
+    import open_clip
+    import torch
+
+    from dalleflow.models.ranker.clip import save_local_dir
+
+    configs = tmp_path_factory.mktemp("configs")
+    (configs / "tiny-test-clip.json").write_text(json.dumps(TINY_CLIP_CONFIG))
+    open_clip.add_model_config(configs)
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-test-clip", pretrained=None)
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    save_local_dir(model, TINY_CLIP_CONFIG, folder)
+    return model, folder

@@ -1,31 +1,10 @@
-import json
-
 import open_clip
 import pytest
-import torch
 
 from dalleflow.models.ranker import ClipRanker
-from dalleflow.models.ranker.clip import save_local_dir
 from dalleflow.shapes import render_caption
 
-TINY_CONFIG = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
-}
 PROMPT = "a red circle on the left on a white background"
-
-
-@pytest.fixture(scope="module")
-def tiny_clip_folder(tmp_path_factory):
-    configs = tmp_path_factory.mktemp("configs")
-    (configs / "tiny-test-clip.json").write_text(json.dumps(TINY_CONFIG))
-    open_clip.add_model_config(configs)
-    torch.manual_seed(0)
-    model = open_clip.create_model("tiny-test-clip", pretrained=None)
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    save_local_dir(model, TINY_CONFIG, folder)
-    return model, folder
 
 
 def test_a_saved_local_dir_scores_like_the_model_in_memory(tiny_clip_folder):

@@ -1,0 +1,78 @@
+"""Quality of the embedded default by the pixel oracle (issue: acceptance points 2-4).
+
+    .venv/bin/python bench/quality.py --prompts 200
+
+For each split (seen compositions, held-out compositions): `--prompts` distinct
+captions, `--num-images` candidates each from the diffusion generator, ranked by
+the CLIP ranker; prints the share of prompts whose top-ranked candidate the
+oracle accepts, the mean acceptance of all candidates (what an unranked pick
+gets) and the best possible (any candidate accepted). Then the ranker's caption
+retrieval (top-1 of 100) and the refiner on accepted picks (skip_rate 0.5).
+Models run in-process: this measures the models, not the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from dalleflow.models.factory import create_model
+from dalleflow.shapes.evaluate import distinct_scenes, generation_quality, refinement_quality, retrieval_top1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--num-images", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--diffusion", default="embedded:shapes-diffusion")
+    parser.add_argument("--ranker", default="embedded:shapes-clip")
+    parser.add_argument("--refine-picks", type=int, default=100, help="accepted picks to vary")
+    parser.add_argument("--out", default="bench/results/quality.json")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    diffusion = create_model({"family": "shapes-diffusion", "weights": args.diffusion})
+    ranker = create_model({"family": "open-clip", "weights": args.ranker})
+
+    def generate(captions, num_images, seed):
+        return diffusion.generate(captions, num_images=num_images, seed=seed,
+                                  num_inference_steps=args.steps, guidance_scale=args.guidance)
+
+    def refine(image, caption, seed):
+        return diffusion.refine(image, caption, skip_rate=0.5, num_images=2, seed=seed,
+                                num_inference_steps=args.steps, guidance_scale=args.guidance)
+
+    results, started = {}, time.time()
+    rows = []
+    for split, label in (("train", "seen"), ("held_out", "held-out")):
+        captions = [s.caption for s in distinct_scenes(split, args.prompts, seed=2024)]
+        quality = generation_quality(generate, ranker.score, captions, args.num_images)
+        retrieval = retrieval_top1(ranker.similarity, split)
+        results[label] = {"prompts": quality.prompts, "top_ranked_accepted": quality.top_ranked_accepted,
+                          "mean_accepted": quality.mean_accepted, "best_possible": quality.best_possible,
+                          "ranker_retrieval_top1_of_100": retrieval}
+        rows.append((label, quality.prompts, quality.top_ranked_accepted, quality.mean_accepted,
+                     quality.best_possible, retrieval))
+        if split == "train":
+            results["refiner"] = refinement_quality(refine, quality.accepted_picks[: args.refine_picks])
+
+    print(f"\nembedded default, {args.num_images} candidates per prompt, {args.steps} steps, guidance {args.guidance}")
+    print(f"{'split':10} {'prompts':>7} {'top-ranked':>10} {'mean':>6} {'best-of-n':>9} {'ranker top-1/100':>16}")
+    for label, prompts, top, mean, best, retrieval in rows:
+        print(f"{label:10} {prompts:7d} {top:10.1%} {mean:6.1%} {best:9.1%} {retrieval:16.1%}")
+    refiner = results["refiner"]
+    print(f"refiner (skip_rate 0.5) on {refiner['variations']} variations of accepted picks: "
+          f"still accepted {refiner['still_accepted']:.1%}, mean abs change {refiner['mean_abs_change']:.1%}")
+    print(f"({time.time() - started:.0f} s)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

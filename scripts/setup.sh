@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs dalleflow into ./.venv on a fresh machine: the two system libraries the
+# Real-ESRGAN upscaler links (libvulkan1, libomp5), then the server and the client.
+#   bash scripts/setup.sh          # to serve
+#   bash scripts/setup.sh test     # also the test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+ldconfig -p | grep -q 'libvulkan\.so\.1' || missing+=(libvulkan1)
+ldconfig -p | grep -q 'libomp\.so\.5' || missing+=(libomp5)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+extras=""; [ "${1:-}" = "test" ] && extras="[test]"
+.venv/bin/pip install -q -e ./client -e ".${extras}"

@@ -1,0 +1,66 @@
+"""The README's examples, run as written against the test session's server.
+
+Only the address changes: http://127.0.0.1:8000 becomes the test server's.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def use_section() -> str:
+    return README.split("## Use it", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_starts_with_the_two_setup_commands():
+    first_two = blocks("bash")[:2]
+    assert "scripts/setup.sh && .venv/bin/dalleflow serve" in first_two[0]
+    assert "scripts/setup.sh test && .venv/bin/python -m pytest" in first_two[1]
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert first_two[1].split("#")[0].strip() in ci
+
+
+def test_the_curl_example(server_url):
+    curl = re.findall(r"```bash\n(curl .*?)```", use_section(), flags=re.S)[0]
+    done = subprocess.run(["bash", "-c", curl.replace(DEFAULT_URL, server_url)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ranks = [int(rank) for rank in re.findall(r"\((\d+), ", done.stdout)]
+    assert ranks == [0, 1]
+
+
+def test_the_python_examples(server_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    examples = re.findall(r"```python\n(.*?)```", use_section(), flags=re.S)
+    assert len(examples) == 2
+    for example in examples:
+        exec(compile(example.replace(DEFAULT_URL, server_url), "README.md", "exec"), {})
+    assert (tmp_path / "candidates.png").is_file() and (tmp_path / "final.png").is_file()
+
+
+def test_the_cli_example(server_url, tmp_path):
+    lines = re.findall(r"```bash\n(dalleflow generate.*?)```", use_section(), flags=re.S)[0].strip().splitlines()
+    environment = {**os.environ, "DALLEFLOW_URL": server_url}
+    executable = str(Path(sys.executable).parent / "dalleflow")
+
+    def run(line: str) -> str:
+        done = subprocess.run([executable, *__import__("shlex").split(line)[1:]], capture_output=True, text=True,
+                              timeout=300, env=environment, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    generated = run(lines[0])
+    image_id = re.findall(r"\b[0-9a-f]{32}\b", generated)[0]
+    run(lines[1].replace("<image id>", image_id))
+    run(lines[2].replace("<image id>", image_id))
+    assert (tmp_path / "final.png").is_file() and list((tmp_path / "out").glob("*.png"))
