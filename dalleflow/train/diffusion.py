@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--eval-prompts", type=int, default=64)
     parser.add_argument("--export", default=None, help="write the EMA model as a pretrained folder here at the end")
+    parser.add_argument("--init-from", default=None,
+                        help="start from a pretrained folder (e.g. the shipped weights) instead of random weights")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -110,6 +112,16 @@ def main(argv: list[str] | None = None) -> None:
     ema_denoiser, ema_text = copy.deepcopy(denoiser), copy.deepcopy(text_encoder)
     state = {"step": 0, "minutes": 0.0, "curve": []}
     batches = Batches(args.seed, args.batch_size)
+
+    if args.init_from:
+        shipped = ShapesDiffusion.from_pretrained(args.init_from)
+        for module, source in ((denoiser, shipped.denoiser), (ema_denoiser, shipped.denoiser),
+                               (text_encoder, shipped.text_encoder), (ema_text, shipped.text_encoder)):
+            module.load_state_dict(source.state_dict())
+        shipped_record = Path(args.init_from) / "training.json"
+        if shipped_record.exists():
+            record = json.loads(shipped_record.read_text())
+            state = {"step": record["steps"], "minutes": record["minutes"], "curve": record["curve"]}
 
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
@@ -153,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     denoiser.train()
     text_encoder.train()
     started = time.time() - state["minutes"] * 60
+    first_step = state["step"]
     last_checkpoint = time.time()
     running = None
     while state["minutes"] < args.minutes and state["step"] < args.max_steps:
@@ -170,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         per_image = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (per_image * loss_weight[timesteps]).mean()
 
-        warmup = min(1.0, (state["step"] + 1) / 500)
+        # Warm up in every run: a resumed or re-initialised optimizer starts with empty moments.
+        warmup = min(1.0, (state["step"] - first_step + 1) / 500)
         for group in optimizer.param_groups:
             group["lr"] = args.lr * warmup
         optimizer.zero_grad(set_to_none=True)
