@@ -21,7 +21,7 @@ WEIGHTS_FOLDER = Path(__file__).resolve().parent.parent / "weights"
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    family: str = Field(description="Which code loads it: shapes-diffusion, open-clip, realesrgan.")
+    family: str = Field(description="Which code loads it: shapes-diffusion, open-clip, realesrgan, stable-diffusion, swin2sr.")
     weights: str = Field("", description="Weight source: embedded:NAME, local-dir:PATH, or a hub id.")
     options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments for the loader.")
 
@@ -59,10 +59,24 @@ def _realesrgan(spec: ModelSpec):
     return RealEsrganUpscaler(**spec.options)
 
 
+def _stable_diffusion(spec: ModelSpec):
+    from dalleflow.models.stable_diffusion import StableDiffusion
+
+    return StableDiffusion.from_pretrained(resolve_weights(spec.weights), **spec.options)
+
+
+def _swin2sr(spec: ModelSpec):
+    from dalleflow.models.upscaler.swin2sr import Swin2SRUpscaler
+
+    return Swin2SRUpscaler.from_pretrained(resolve_weights(spec.weights), **spec.options)
+
+
 FAMILIES = {
     "shapes-diffusion": _shapes_diffusion,
     "open-clip": _open_clip,
     "realesrgan": _realesrgan,
+    "stable-diffusion": _stable_diffusion,
+    "swin2sr": _swin2sr,
 }
 
 

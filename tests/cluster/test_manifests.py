@@ -1,0 +1,163 @@
+"""cluster/ checked offline: every manifest against the KubeRay CRD schemas in
+../shared/kuberay/ (beside the repo), every Serve config against Ray's schema
+with unknown keys rejected, and the two copies of the GPU Serve config equal."""
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from dalleflow.deployments.config_check import serve_configs_in, validate_serve_config
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = REPO / "cluster"
+KUBERAY_CRDS = REPO.parent / "shared" / "kuberay"
+GPU_SERVE_CONFIG = CLUSTER / "serve_config.gpu.yaml"
+# What a manifest's top-level metadata may hold (ObjectMeta fields a user sets);
+# the CRD leaves metadata to the API server, so it is checked here.
+OBJECT_META_FIELDS = {"name", "namespace", "generateName", "labels", "annotations"}
+
+
+def strict(schema: dict) -> dict:
+    """The schema with undeclared properties as errors, as `kubectl apply
+    --validate=strict` treats them (the API server would prune them silently),
+    except where the schema says x-kubernetes-preserve-unknown-fields."""
+    schema = copy.deepcopy(schema)
+
+    def close(node: dict) -> None:
+        if "properties" in node and "additionalProperties" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+            node["additionalProperties"] = False
+        for child in node.get("properties", {}).values():
+            close(child)
+        for key in ("items", "additionalProperties", "not"):
+            if isinstance(node.get(key), dict):
+                close(node[key])
+        for key in ("anyOf", "allOf", "oneOf"):
+            for child in node.get(key, []):
+                close(child)
+
+    close(schema)
+    return schema
+
+
+def load_crd_schemas() -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> the strict openAPIV3Schema of that CRD version."""
+    schemas = {}
+    for path in sorted(KUBERAY_CRDS.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            schemas[(f"{group}/{version['name']}", kind)] = strict(version["schema"]["openAPIV3Schema"])
+    return schemas
+
+
+CRD_SCHEMAS = load_crd_schemas()
+
+
+def manifests() -> list[tuple[str, dict]]:
+    """(where, document) for every Kubernetes object in cluster/*.yaml."""
+    found = []
+    for path in sorted(CLUSTER.glob("*.y*ml")):
+        for index, document in enumerate(yaml.safe_load_all(path.read_text())):
+            if isinstance(document, dict) and "kind" in document:
+                found.append((f"{path.name}#{index}", document))
+    return found
+
+
+def manifest_problems(document: dict) -> list[str]:
+    key = (document.get("apiVersion"), document.get("kind"))
+    if key not in CRD_SCHEMAS:
+        return [f"no CRD schema for {key} in {KUBERAY_CRDS}"]
+    validator = jsonschema.Draft4Validator(CRD_SCHEMAS[key])
+    problems = [f"{'.'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}" for error in validator.iter_errors(document)]
+    problems += [f"metadata.{field}: unknown field" for field in document.get("metadata", {}) if field not in OBJECT_META_FIELDS]
+    return problems
+
+
+def rayservice() -> dict:
+    (document,) = [d for _, d in manifests() if d["kind"] == "RayService"]
+    return document
+
+
+def test_the_crd_schemas_are_there():
+    assert {("ray.io/v1", "RayService"), ("ray.io/v1", "RayCluster")} <= set(CRD_SCHEMAS)
+
+
+@pytest.mark.parametrize(("where", "document"), manifests(), ids=[where for where, _ in manifests()])
+def test_every_manifest_matches_its_crd_schema(where, document):
+    assert manifest_problems(document) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (["spec", "rayClusterConfig", "workerGroupSpecs", 0, "maxReplica"], 4),  # a typo: maxReplicas
+        (["spec", "rayClusterConfig", "gcsFaultToleranceOptions", "redisAdress"], "redis:6379"),
+        (["spec", "rayClusterConfig", "headGroupSpec", "rayStartParams", "num-cpus"], 0),  # not a string
+        (["spec", "rayClusterConfig", "headGroupSpec", "template", "spec", "containers", 0, "resource"], {}),
+        (["metadata", "nmae"], "dalleflow"),
+    ],
+)
+def test_a_seeded_mistake_in_the_manifest_fails_the_validation(path, value):
+    document = copy.deepcopy(rayservice())
+    node = document
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    assert manifest_problems(document) != []
+
+
+def test_the_rayservice_has_a_gpu_worker_group_an_idle_head_autoscaling_and_gcs_fault_tolerance():
+    cluster = rayservice()["spec"]["rayClusterConfig"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["gcsFaultToleranceOptions"]["redisAddress"]
+    (group,) = cluster["workerGroupSpecs"]
+    (container,) = group["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert 1 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+
+
+def test_serve_config_v2_is_the_gpu_serve_config():
+    embedded = yaml.safe_load(rayservice()["spec"]["serveConfigV2"])
+    assert embedded == yaml.safe_load(GPU_SERVE_CONFIG.read_text())
+
+
+def test_the_gpu_config_reads_weights_and_stores_images_on_the_workers_volumes():
+    spec = rayservice()["spec"]
+    (container,) = spec["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]
+    mounts = [mount["mountPath"] for mount in container["volumeMounts"]]
+    args = yaml.safe_load(spec["serveConfigV2"])["applications"][0]["args"]
+    specs = [*args["generators"].values(), args["ranker"], args["refiner"], args["upscaler"]]
+    folders = [s["weights"].removeprefix("local-dir:") for s in specs]
+    assert all(s["weights"].startswith("local-dir:") for s in specs)  # no download at start
+    assert all(any(folder.startswith(mount + "/") for mount in mounts) for folder in folders)
+    assert args["store_path"] in mounts
+    gpu_stages = [d for d in yaml.safe_load(spec["serveConfigV2"])["applications"][0]["deployments"] if d["name"] != "ingress"]
+    assert all(0 < d["ray_actor_options"]["num_gpus"] <= 1 for d in gpu_stages)
+
+
+SERVE_CONFIGS = [(where, config) for path in (REPO / "serve_config.yaml", GPU_SERVE_CONFIG, CLUSTER / "rayservice.yaml")
+                 for where, config in serve_configs_in(path)]
+
+
+@pytest.mark.parametrize(("where", "config"), SERVE_CONFIGS, ids=[where for where, _ in SERVE_CONFIGS])
+def test_every_serve_config_validates_strictly(where, config):
+    assert validate_serve_config(config) == []
+
+
+@pytest.mark.parametrize(
+    ("deployment_key", "value", "reported"),
+    [
+        ("max_ongoing_requets", 4, "max_ongoing_requets"),  # Ray's DeploymentSchema alone ignores it
+        ("autoscaling_config", {"min_replica": 1, "max_replicas": 2}, "min_replica"),  # Ray keeps it a plain dict
+        ("ray_actor_options", {"num_cpus": 1, "num_gpu": 0.4}, "num_gpu"),
+    ],
+)
+def test_a_seeded_typo_in_a_deployment_fails_the_serve_config_validation(deployment_key, value, reported):
+    config = yaml.safe_load(GPU_SERVE_CONFIG.read_text())
+    config["applications"][0]["deployments"][1][deployment_key] = value
+    problems = validate_serve_config(config)
+    assert len(problems) == 1 and reported in problems[0]
