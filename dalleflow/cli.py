@@ -28,7 +28,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """Run Ray's own `serve run` on the config, and say where to open it once it answers."""
+    """Run Ray's own `serve run` on the config, and say where to open it once every stage has loaded."""
     config = yaml.safe_load(Path(args.config).read_text())
     http = config.setdefault("http_options", {})
     http["host"] = args.host or http.get("host", "127.0.0.1")
@@ -42,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         while server.poll() is None:
             try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
                     print(f"\ndalleflow is serving: open {url}/docs (API), models at {url}/v1/models", flush=True)
                     break
             except httpx.HTTPError:

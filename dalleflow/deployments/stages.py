@@ -17,6 +17,9 @@ class _ModelStage:
         self.spec = ModelSpec.model_validate(spec)
         self.model = create_model(self.spec)
 
+    def ready(self) -> bool:
+        return True
+
     def check_health(self) -> None:
         if self.model is None:  # pragma: no cover - construction raises first
             raise RuntimeError("model not loaded")

@@ -99,6 +99,20 @@ class Flow:
         image_id = await asyncio.to_thread(self.store.save, upscaled, metadata)
         return UpscaleResponse(id=image_id, image=encode_png(upscaled), width=upscaled.width, height=upscaled.height)
 
+    async def readiness(self, timeout_s: float = 2.0) -> dict[str, bool]:
+        """Which stages have a replica that has finished loading."""
+        stages = {f"generator:{name}": stage for name, stage in self.generators.items()}
+        stages |= {"ranker": self.ranker, "refiner": self.refiner, "upscaler": self.upscaler}
+
+        async def is_ready(stage: Stage) -> bool:
+            try:
+                return bool(await asyncio.wait_for(stage.ready(), timeout_s))
+            except Exception:  # still loading, or failed to load: not ready either way
+                return False
+
+        answers = await asyncio.gather(*(is_ready(stage) for stage in stages.values()))
+        return dict(zip(stages, answers))
+
     def _chosen_generators(self, requested: list[str] | None) -> list[str]:
         if requested is None:
             return list(self.generators)

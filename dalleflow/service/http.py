@@ -58,6 +58,14 @@ def create_app() -> FastAPI:
     async def healthz() -> dict:
         return {"status": "ok"}
 
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """200 once every stage has a loaded replica; 503 while any is still loading."""
+        stages = await _flow(request).readiness()
+        is_ready = all(stages.values())
+        return JSONResponse(status_code=200 if is_ready else 503,
+                            content={"status": "ready" if is_ready else "loading", "stages": stages})
+
     @app.get("/v1/models")
     async def models(request: Request) -> ModelsResponse:
         return ModelsResponse(models=_flow(request).models)

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 class Stage(Protocol):
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any: ...
 
+    async def ready(self) -> bool: ...
+
 
 class LocalStage:
     """A model object in this process; calls run in a worker thread to keep the event loop free."""
@@ -23,6 +25,9 @@ class LocalStage:
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(getattr(self.model, method), *args, **kwargs)
 
+    async def ready(self) -> bool:
+        return True  # constructed means loaded
+
 
 class HandleStage:
     """A Ray Serve DeploymentHandle."""
@@ -32,3 +37,7 @@ class HandleStage:
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await getattr(self.handle, method).remote(*args, **kwargs)
+
+    async def ready(self) -> bool:
+        # Answers only once a replica has finished loading its model.
+        return await self.handle.ready.remote()

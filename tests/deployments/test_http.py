@@ -79,8 +79,11 @@ def test_upscale_by_id_is_x4_and_stored(server_url, generated):
     assert httpx.get(f"{server_url}/v1/images/{body['id']}", timeout=30).status_code == 200
 
 
-def test_models_and_health(server_url):
+def test_models_health_and_readiness(server_url):
     assert httpx.get(f"{server_url}/healthz", timeout=30).json() == {"status": "ok"}
+    ready = httpx.get(f"{server_url}/readyz", timeout=30)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["stages"] == {"generator:diffusion": True, "ranker": True, "refiner": True, "upscaler": True}
     stages = {m["stage"]: m for m in httpx.get(f"{server_url}/v1/models", timeout=30).json()["models"]}
     assert set(stages) == {"generator:diffusion", "ranker", "refiner", "upscaler"}
     assert stages["ranker"]["weights"] == "embedded:shapes-clip"

@@ -47,3 +47,8 @@ async def test_unknown_generators_name_the_field(tiny_diffusion, ranker, tmp_pat
             GenerateRequest(prompt=PROMPT, generators=["good", "nope"])
         )
     assert raised.value.field == "generators" and "nope" in raised.value.message
+
+
+async def test_readiness_lists_every_stage(tiny_diffusion, ranker, tmp_path):
+    stages = await flow({"good": LocalStage(tiny_diffusion)}, ranker, tmp_path).readiness()
+    assert stages == {"generator:good": True, "ranker": True, "refiner": True, "upscaler": True}
