@@ -154,7 +154,13 @@ def main(argv: list[str] | None = None) -> None:
         loss_weight = torch.ones_like(snr)
 
     def export(folder: Path) -> ShapesDiffusion:
-        sampling = DPMSolverMultistepScheduler.from_config(noise_scheduler.config)
+        # Turning predicted noise into a clean image divides by sqrt(alpha_bar), about
+        # 0.006 at the noisiest step of a cosine schedule: without clamping that
+        # estimate to the pixel range (dynamic thresholding, as pixel-space models
+        # do), early errors blow up and the samples end as coloured noise.
+        sampling = DPMSolverMultistepScheduler.from_config(
+            noise_scheduler.config, thresholding=True, sample_max_value=1.0
+        )
         model = ShapesDiffusion(ema_denoiser.unet, ema_text, sampling, PixelDiffusionConfig())
         model.save_pretrained(folder)
         return model
