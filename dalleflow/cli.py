@@ -43,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
         while server.poll() is None:
             try:
                 if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    print(f"\ndalleflow is serving: open {url}/docs (API), models at {url}/v1/models", flush=True)
+                    print(f"\ndalleflow is serving: open {url} (the API's schema is at {url}/docs)", flush=True)
                     break
             except httpx.HTTPError:
                 pass

@@ -1,4 +1,4 @@
-"""The HTTP API: FastAPI routes over a Flow found on app.state.flow.
+"""The HTTP API: FastAPI routes over a Flow found on app.state.flow, and the web page's files.
 
 The routes know nothing of Ray; deployments/ingress.py serves this same app
 through Ray Serve, and tests or benchmarks can serve it in-process.
@@ -16,10 +16,12 @@ from dalleflow_client.schemas import (
     UpscaleResponse,
 )
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from dalleflow.service.errors import ServiceError
 from dalleflow.service.flow import Flow
+from dalleflow.web import STATIC_DIR
 
 # The largest body a route accepts: one base64 image and a few small fields.
 MAX_BODY_BYTES = MAX_IMAGE_BASE64_CHARS + 64_000
@@ -85,5 +87,14 @@ def create_app() -> FastAPI:
     @app.get("/v1/images/{image_id}", response_class=Response, responses={200: {"content": {"image/png": {}}}})
     async def image(image_id: str, request: Request) -> Response:
         return Response(_flow(request).store.png_bytes(image_id), media_type="image/png")
+
+    # The web page: index.html at "/" and its assets under /static, nothing wider, so
+    # other root paths stay free (the Jina-compatible POST /post). Both are left out
+    # of the OpenAPI schema, which describes the JSON API only.
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     return app

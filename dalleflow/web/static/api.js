@@ -1,0 +1,63 @@
+// The JSON API under /v1 (the same contract as client/dalleflow_client/schemas.py).
+// Paths are relative to the page, so a route prefix in front of the app still works.
+
+export class ApiError extends Error {
+  constructor(status, message, field = null) {
+    super(message);
+    this.status = status;
+    this.field = field; // the request field the API blamed, when it named one
+  }
+}
+
+const STATUS_NAMES = {
+  404: "Not found",
+  413: "Too large",
+  422: "Invalid input",
+  429: "Too many requests",
+  503: "Service unavailable",
+};
+
+// FastAPI answers {detail: "text"} or, for field errors, {detail: [{loc: ["body", field], msg}]}.
+function fieldOf(error) {
+  const names = (error.loc || []).filter((part) => typeof part === "string" && part !== "body");
+  return names.length ? names[names.length - 1] : null;
+}
+
+function toApiError(status, body, text) {
+  const title = `${STATUS_NAMES[status] || "Error"} (${status})`;
+  const detail = body && body.detail;
+  if (Array.isArray(detail) && detail.length) {
+    const parts = detail.map((error) => (fieldOf(error) ? `${fieldOf(error)}: ${error.msg}` : error.msg));
+    return new ApiError(status, `${title}: ${parts.join("; ")}`, fieldOf(detail[0]));
+  }
+  return new ApiError(status, `${title}: ${typeof detail === "string" ? detail : text || "no details"}`);
+}
+
+async function post(path, body) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  } catch (error) {
+    throw new ApiError(0, `Cannot reach the service: ${error.message}`);
+  }
+  const text = await response.text();
+  let data = null;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    // A proxy's HTML error page, say: shown as text below.
+  }
+  if (!response.ok) throw toApiError(response.status, data, text.slice(0, 300));
+  return data;
+}
+
+export const generate = (body) => post("v1/generate", body);
+export const diffuse = (body) => post("v1/diffuse", body);
+export const upscale = (body) => post("v1/upscale", body);
+// The stored PNG, with its prompt, seed and parameters in its text chunks.
+export const imageUrl = (id) => `v1/images/${encodeURIComponent(id)}`;
+export const pngDataUrl = (base64) => `data:image/png;base64,${base64}`;

@@ -1,0 +1,157 @@
+// The page's state and handlers: generate -> pick -> vary or upscale -> download.
+
+import * as api from "./api.js";
+import { addToHistory, loadHistory } from "./history.js";
+import {
+  clearError, describe, markPicked, renderGrid, renderHistory, showError, sourceOf, startProgress,
+} from "./views.js";
+
+const byId = (id) => document.getElementById(id);
+const generateForm = byId("generate-form");
+const varyForm = byId("vary-form");
+
+let pick = null; // the image record that Vary and Upscale work on
+let isBusy = false;
+
+// An empty box is left out of the request, so the API's default applies (a random
+// seed, 20 steps...); anything typed goes as it is, for the API to judge.
+function numberOf(input) {
+  return input.value.trim() === "" ? undefined : Number(input.value);
+}
+
+function sampling() {
+  const fields = generateForm.elements;
+  return {
+    seed: numberOf(fields.seed),
+    num_inference_steps: numberOf(fields.num_inference_steps),
+    guidance_scale: numberOf(fields.guidance_scale),
+  };
+}
+
+function record(candidate, prompt, kind) {
+  const { id, generator, rank, clip_score, image } = candidate;
+  return { id, prompt, kind, generator, rank, clip_score, src: api.pngDataUrl(image) };
+}
+
+function summary(answer) {
+  const reports = Object.entries(answer.generators).map(([name, report]) =>
+    report.status === "ok"
+      ? `${name}: ${report.count} in ${report.seconds.toFixed(1)} s`
+      : `⚠ ${name} ${report.status}: ${report.error}`,
+  );
+  return [`seed ${answer.seed}`, ...reports, `total ${answer.timings.total.toFixed(1)} s`].join(" · ");
+}
+
+function remember(entries) {
+  // The data URLs are left out: sessionStorage is small, and the store has every image.
+  const history = addToHistory(entries.map(({ src, ...rest }) => rest));
+  renderHistory(history, setPick);
+  markPicked(pick && pick.id);
+}
+
+function setPick(entry) {
+  pick = entry;
+  const image = byId("pick-image");
+  image.src = sourceOf(entry);
+  image.alt = `Your pick: ${describe(entry)}`;
+  byId("pick-meta").textContent = describe(entry);
+  setDownload(byId("pick-download"), entry);
+  byId("pick-section").hidden = false;
+  markPicked(entry.id);
+}
+
+function setDownload(link, entry) {
+  link.href = api.imageUrl(entry.id); // the stored PNG, which carries the metadata
+  link.download = `dalleflow-${entry.kind}-${entry.id.slice(0, 8)}.png`;
+}
+
+// Runs one request with the progress view up and the buttons off; an API error goes
+// to the banner, and the field it names (looked up in `forms`) is marked invalid.
+async function run(label, forms, task) {
+  if (isBusy) return;
+  isBusy = true;
+  clearError();
+  const buttons = ["generate", "vary", "upscale"].map(byId);
+  for (const button of buttons) button.disabled = true;
+  const stop = startProgress(label);
+  try {
+    await task();
+  } catch (error) {
+    showError(error.message);
+    const input = error.field && forms.map((form) => form.elements.namedItem(error.field)).find(Boolean);
+    if (input) {
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+    }
+  } finally {
+    stop();
+    for (const button of buttons) button.disabled = false;
+    isBusy = false;
+  }
+}
+
+generateForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const fields = generateForm.elements;
+  const body = { prompt: fields.prompt.value, num_images: numberOf(fields.num_images), ...sampling() };
+  run("Generating", [generateForm], async () => {
+    const answer = await api.generate(body);
+    const entries = answer.candidates.map((candidate) => record(candidate, answer.prompt, "candidate"));
+    // A new grid starts a new round: the old pick and its variations stay in the history.
+    pick = null;
+    byId("pick-section").hidden = true;
+    byId("variations-section").hidden = true;
+    renderGrid("candidates", entries, setPick);
+    byId("candidates-summary").textContent = summary(answer);
+    byId("candidates-section").hidden = false;
+    remember(entries);
+  });
+});
+
+varyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (!pick) return;
+  const source = pick;
+  const fields = varyForm.elements;
+  const body = {
+    image_id: source.id, prompt: source.prompt,
+    skip_rate: Number(fields.skip_rate.value), num_images: numberOf(fields.num_images), ...sampling(),
+  };
+  run("Making variations", [varyForm, generateForm], async () => {
+    const answer = await api.diffuse(body);
+    const entries = answer.candidates.map((candidate) => record(candidate, answer.prompt, "variation"));
+    renderGrid("variations", entries, setPick);
+    byId("variations-summary").textContent = `skip rate ${body.skip_rate} · ${summary(answer)}`;
+    byId("variations-section").hidden = false;
+    remember(entries);
+  });
+});
+
+byId("upscale").addEventListener("click", () => {
+  if (!pick) return;
+  const source = pick;
+  run("Upscaling", [], async () => {
+    const answer = await api.upscale({ image_id: source.id });
+    const entry = {
+      id: answer.id, prompt: source.prompt, kind: "upscaled",
+      generator: "upscaler", rank: null, clip_score: null, src: api.pngDataUrl(answer.image),
+    };
+    const image = byId("upscaled-image");
+    image.src = entry.src;
+    image.alt = `Upscaled ×4 (${answer.width}×${answer.height}): ${describe(source)}`;
+    setDownload(byId("upscaled-download"), entry);
+    byId("upscaled-section").hidden = false;
+    remember([entry]);
+  });
+});
+
+byId("skip-rate").addEventListener("input", (event) => {
+  byId("skip-rate-value").textContent = Number(event.target.value).toFixed(2);
+});
+byId("error-close").addEventListener("click", clearError);
+// Enter writes a new line in the prompt box; Ctrl+Enter (or Cmd+Enter) generates.
+byId("prompt").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) generateForm.requestSubmit();
+});
+
+renderHistory(loadHistory(), setPick);

@@ -1,0 +1,106 @@
+// Rendering only: ranked grids, the history strip, the progress view. No requests here.
+
+import { imageUrl } from "./api.js";
+
+const byId = (id) => document.getElementById(id);
+
+// An image record as the page keeps it: what the API answered, plus where it came from.
+//   {id, prompt, kind: "candidate" | "variation" | "upscaled", generator, rank, clip_score, src?}
+// src is the answer's own data URL when there is one; otherwise the stored PNG by id.
+export const sourceOf = (entry) => entry.src || imageUrl(entry.id);
+
+export function describe(entry) {
+  if (entry.kind === "upscaled") return `upscaled ×4 of “${entry.prompt}”`;
+  const score = entry.clip_score == null ? "" : `, CLIP score ${entry.clip_score.toFixed(2)}`;
+  return `rank ${entry.rank} by ${entry.generator}${score}, “${entry.prompt}”`;
+}
+
+function card(entry, index, onPick) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "card";
+  button.dataset.index = index;
+  button.dataset.id = entry.id;
+  button.setAttribute("aria-pressed", "false");
+  button.setAttribute("aria-label", `Pick ${describe(entry)}`);
+  button.addEventListener("click", () => onPick(entry));
+
+  const image = document.createElement("img");
+  image.className = "pixelated";
+  image.src = sourceOf(entry);
+  image.alt = "";
+  const meta = document.createElement("span");
+  meta.className = "card-meta";
+  meta.innerHTML = '<span class="rank"></span><span class="generator"></span><span class="score"></span>';
+  meta.querySelector(".rank").textContent = `#${entry.rank}`;
+  meta.querySelector(".generator").textContent = entry.generator;
+  meta.querySelector(".score").textContent = `CLIP ${entry.clip_score.toFixed(2)}`;
+  button.append(image, meta);
+
+  const item = document.createElement("li");
+  item.append(button);
+  return item;
+}
+
+export function renderGrid(listId, entries, onPick) {
+  byId(listId).replaceChildren(...entries.map((entry, index) => card(entry, index, onPick)));
+}
+
+export function renderHistory(entries, onPick) {
+  byId("history-empty").hidden = entries.length > 0;
+  byId("history").replaceChildren(
+    ...entries.map((entry) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "thumb";
+      button.dataset.id = entry.id;
+      button.setAttribute("aria-pressed", "false");
+      button.setAttribute("aria-label", `Pick ${describe(entry)}`);
+      button.title = describe(entry);
+      button.addEventListener("click", () => onPick(entry));
+      const image = document.createElement("img");
+      image.className = "pixelated";
+      image.src = imageUrl(entry.id); // the stored PNG: history outlives the answers
+      image.alt = "";
+      button.append(image);
+      const item = document.createElement("li");
+      item.append(button);
+      return item;
+    }),
+  );
+}
+
+// Marks the pick wherever it appears: in a grid, in the history.
+export function markPicked(id) {
+  for (const element of document.querySelectorAll("[data-id]")) {
+    element.setAttribute("aria-pressed", String(element.dataset.id === id));
+  }
+}
+
+// Shows the progress view until the returned function is called; the elapsed time
+// is all the progress the blocking API can tell (streaming progress comes later).
+export function startProgress(label) {
+  const started = performance.now();
+  const tick = () => {
+    byId("elapsed").textContent = ((performance.now() - started) / 1000).toFixed(1);
+  };
+  byId("progress-label").textContent = label;
+  tick();
+  byId("progress").hidden = false;
+  const timer = setInterval(tick, 100);
+  return () => {
+    clearInterval(timer);
+    byId("progress").hidden = true;
+  };
+}
+
+export function showError(message) {
+  byId("error-text").textContent = message;
+  byId("error-banner").hidden = false;
+}
+
+export function clearError() {
+  byId("error-banner").hidden = true;
+  byId("error-text").textContent = "";
+  for (const field of document.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
+}

@@ -1,0 +1,196 @@
+"""The web page end to end: Debian's Chromium, headless, driven by playwright, against the real service.
+
+    .venv/bin/python -m pytest -q tests/web
+
+Each step leaves a screenshot in $DALLEFLOW_ARTIFACTS/web/<test> (or the test's tmp
+folder); with DALLEFLOW_UPDATE_DOCS=1 the final full page is also copied to
+docs/web-page.png, which the README shows (a plain test run changes no tracked file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+REPO = Path(__file__).resolve().parents[2]
+# playwright's own browser download is not reachable here; Debian's chromium is
+# (scripts/setup.sh test installs it).
+CHROMIUM = os.environ.get("DALLEFLOW_CHROMIUM", "/usr/bin/chromium")
+PROMPT = "a red circle on the left on a white background"
+# Ray Serve on a busy 2-core CPU: a request can take a while, never minutes.
+WAIT_MS = 180_000
+
+
+class Screenshots:
+    """Numbered screenshots, one per step, kept as test artefacts."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.count = 0
+
+    def take(self, page: Page, step: str, full_page: bool = False) -> Path:
+        self.count += 1
+        path = self.folder / f"{self.count:02d}-{step}.png"
+        page.screenshot(path=path, full_page=full_page)
+        return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Browser:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"no Chromium at {CHROMIUM}: `bash scripts/setup.sh test` installs Debian's chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server_url) -> Page:
+    """The page, freshly opened in its own browser context (so its own sessionStorage)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    script_errors: list = []
+    page.on("pageerror", lambda error: script_errors.append(error))
+    page.goto(server_url + "/")
+    yield page
+    context.close()
+    assert not script_errors, f"the page's scripts raised: {script_errors}"
+
+
+@pytest.fixture
+def shots(request, tmp_path) -> Screenshots:
+    root = os.environ.get("DALLEFLOW_ARTIFACTS")
+    folder = Path(root) / "web" / request.node.name if root else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return Screenshots(folder)
+
+
+def wait_until_loaded(page: Page, selector: str) -> None:
+    page.wait_for_function(
+        "selector => [...document.querySelectorAll(selector)].every(image => image.complete && image.naturalWidth > 0)",
+        arg=selector,
+    )
+
+
+def card_ids(cards) -> list[str]:
+    return cards.evaluate_all("cards => cards.map(card => card.dataset.id)")
+
+
+def test_generate_pick_vary_upscale_download(page, shots):
+    expect(page.get_by_role("heading", name="dalleflow")).to_be_visible()
+    shots.take(page, "opened")
+
+    page.get_by_label("Prompt", exact=True).fill(PROMPT)
+    page.get_by_label("Images per generator").fill("2")
+    page.get_by_label("Steps").fill("4")
+    page.get_by_label("Seed").fill("5")
+    page.get_by_role("button", name="Generate").click()
+    progress = page.get_by_role("status")
+    expect(progress).to_be_visible()
+    expect(progress).to_contain_text("Generating")
+    shots.take(page, "generating")
+
+    candidates = page.locator("#candidates .card")
+    expect(candidates).to_have_count(2)
+    expect(progress).to_be_hidden()
+    expect(candidates.locator(".rank")).to_have_text(["#0", "#1"])
+    expect(candidates.locator(".generator")).to_have_text(["diffusion", "diffusion"])
+    expect(candidates.locator(".score")).to_have_text([re.compile(r"^CLIP -?\d+\.\d\d$")] * 2)
+    wait_until_loaded(page, "#candidates img")
+    first = candidates.nth(0).locator("img")
+    assert first.evaluate("image => [image.naturalWidth, getComputedStyle(image).imageRendering]") == [32, "pixelated"]
+    assert first.bounding_box()["width"] >= 4 * 32  # shown scaled up
+    candidate_ids = card_ids(candidates)
+    shots.take(page, "candidates")
+
+    # Pick index 1: the second-ranked, as a person would who disagrees with the ranker.
+    candidates.nth(1).click()
+    expect(candidates.nth(1)).to_have_attribute("aria-pressed", "true")
+    expect(candidates.nth(0)).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#pick-download")).to_have_attribute("href", f"v1/images/{candidate_ids[1]}")
+    shots.take(page, "picked")
+
+    page.locator("#skip-rate").fill("0.6")
+    expect(page.locator("#skip-rate-value")).to_have_text("0.60")
+    page.get_by_label("Number of variations").fill("2")
+    page.get_by_role("button", name="Vary", exact=True).click()
+    variations = page.locator("#variations .card")
+    expect(variations).to_have_count(2)
+    expect(variations.locator(".rank")).to_have_text(["#0", "#1"])
+    expect(variations.locator(".generator")).to_have_text(["refiner", "refiner"])
+    expect(page.locator("#variations-summary")).to_contain_text("skip rate 0.6")
+    variation_ids = card_ids(variations)
+    wait_until_loaded(page, "#variations img")
+    shots.take(page, "variations")
+
+    variations.nth(1).click()
+    expect(variations.nth(1)).to_have_attribute("aria-pressed", "true")
+    expect(candidates.nth(1)).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#pick-download")).to_have_attribute("href", f"v1/images/{variation_ids[1]}")
+    shots.take(page, "variation-picked")
+
+    page.get_by_role("button", name="Upscale ×4", exact=True).click()
+    upscaled = page.locator("#upscaled-image")
+    expect(upscaled).to_be_visible()
+    wait_until_loaded(page, "#upscaled-image")
+    assert upscaled.evaluate("image => [image.naturalWidth, image.naturalHeight]") == [128, 128]
+    upscaled_id = page.locator("#upscaled-download").get_attribute("href").removeprefix("v1/images/")
+    shots.take(page, "upscaled")
+
+    # The pick's download is the stored PNG: pixels and metadata.
+    with page.expect_download() as pick_download:
+        page.get_by_role("link", name="Download", exact=True).click()
+    assert pick_download.value.suggested_filename.endswith(".png")
+    pick_path = shots.folder / "download-pick.png"
+    pick_download.value.save_as(pick_path)
+    with Image.open(pick_path) as image:
+        assert image.format == "PNG" and image.size == (32, 32)
+        assert image.text["prompt"] == PROMPT
+        assert json.loads(image.text["dalleflow"])["id"] == variation_ids[1]
+
+    with page.expect_download() as upscaled_download:
+        page.get_by_role("link", name="Download the upscaled image").click()
+    upscaled_path = shots.folder / "download-upscaled.png"
+    upscaled_download.value.save_as(upscaled_path)
+    with Image.open(upscaled_path) as image:
+        assert image.format == "PNG" and image.size == (128, 128)
+        assert json.loads(image.text["dalleflow"])["source_id"] == variation_ids[1]
+
+    history = page.locator("#history .thumb")
+    expect(history).to_have_count(5)
+    assert card_ids(history) == candidate_ids + variation_ids + [upscaled_id]
+    wait_until_loaded(page, "#history img")
+    expect(history.nth(3)).to_have_attribute("aria-pressed", "true")  # the pick, marked there too
+    final = shots.take(page, "full-page", full_page=True)
+    if os.environ.get("DALLEFLOW_UPDATE_DOCS") == "1":
+        (REPO / "docs").mkdir(exist_ok=True)
+        shutil.copyfile(final, REPO / "docs" / "web-page.png")
+
+    # The history is the tab's: it survives a reload, and any image in it can be picked again.
+    page.reload()
+    expect(history).to_have_count(5)
+    history.nth(0).click()
+    expect(page.locator("#pick-section")).to_be_visible()
+    expect(page.locator("#pick-download")).to_have_attribute("href", f"v1/images/{candidate_ids[0]}")
+    wait_until_loaded(page, "#pick-image")
+    shots.take(page, "picked-from-history")
+
+
+def test_an_empty_prompt_shows_the_api_error_naming_the_field(page, shots):
+    page.get_by_role("button", name="Generate").click()
+    banner = page.get_by_role("alert")
+    expect(banner).to_be_visible()
+    # The API's own 422 (pydantic's words), not the browser's form validation.
+    expect(banner).to_contain_text("422")
+    expect(banner).to_contain_text("prompt: String should have at least 1 character")
+    expect(page.get_by_label("Prompt", exact=True)).to_have_attribute("aria-invalid", "true")
+    shots.take(page, "empty-prompt-error")
