@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         shipped_record = Path(args.init_from) / "training.json"
         if shipped_record.exists():
             record = json.loads(shipped_record.read_text())
-            state = {"step": record["steps"], "minutes": record["minutes"], "curve": record["curve"]}
+            state = {"step": record.get("steps", 0), "minutes": record.get("minutes", 0.0),
+                     "curve": record.get("curve", [])}
 
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():

@@ -91,7 +91,7 @@ def test_generate_pick_vary_upscale_download(page, shots):
 
     page.get_by_label("Prompt", exact=True).fill(PROMPT)
     page.get_by_label("Images per generator").fill("2")
-    page.get_by_label("Steps").fill("4")
+    page.get_by_label("Steps").fill("20")
     page.get_by_label("Seed").fill("5")
     page.get_by_role("button", name="Generate").click()
     progress = page.get_by_role("status")
