@@ -28,14 +28,7 @@ OTHER = "a blue square above a green circle on a black background"
 IMAGE_SIZE = 32  # UNet sample_size 16 x the VAE's factor 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tiny models are all overhead: more threads only wait on each other, and on
-    # whatever else the machine runs. Restored for the tests after these.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_tokenizer_folder(folder):

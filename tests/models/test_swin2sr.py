@@ -11,14 +11,7 @@ from dalleflow.models.factory import create_model
 from dalleflow.models.upscaler.swin2sr import Swin2SRUpscaler
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tiny models are all overhead: more threads only wait on each other, and on
-    # whatever else the machine runs. Restored for the tests after these.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
