@@ -11,6 +11,7 @@ from .client import DEFAULT_BASE_URL, AsyncClient, Client, ImageInput
 from .errors import DalleflowError, RequestError, TransportError
 from .images import decode_base64_image, encode_png, make_grid, read_png_metadata, save_png
 from .results import CandidateImage, Result, UpscaledImage
+from .retries import RetryPolicy
 from .schemas import ModelInfo, StageReport
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "ModelInfo",
     "RequestError",
     "Result",
+    "RetryPolicy",
     "StageReport",
     "TransportError",
     "UpscaledImage",

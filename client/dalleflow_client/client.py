@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from .errors import DalleflowError, RequestError, TransportError
 from .images import decode_image, encode_png
 from .results import CandidateImage, Result, UpscaledImage
+from .retries import AsyncRetryTransport, RetryPolicy, RetryTransport
 from .schemas import (
     IMAGE_ID_PATTERN,
     Candidate,
@@ -44,6 +45,9 @@ from .schemas import (
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 # Generation on a CPU, or a large model on a busy GPU, takes minutes; a dead server is found by the connect timeout.
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+DEFAULT_RETRY = RetryPolicy()
+# Per call: a number of seconds, an httpx.Timeout, None for no limit; by default the client's.
+CallTimeout = float | httpx.Timeout | None | type(httpx.USE_CLIENT_DEFAULT)  # httpx does not export the class
 
 ImageInput = Image.Image | CandidateImage | UpscaledImage | Candidate | str | os.PathLike
 """A PIL image, an earlier answer's image (or its id: 32 hex digits), or a PNG/JPEG file path."""
@@ -151,14 +155,24 @@ def _no_answer_as_error(base_url: httpx.URL, call: Call) -> Iterator[None]:
 
 
 class Client:
-    """Blocking client. Use it as a context manager, or call close()."""
+    """Blocking client. Use it as a context manager, or call close().
 
-    def __init__(self, base_url: str = DEFAULT_BASE_URL, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT):
-        self._http = httpx.Client(base_url=base_url, timeout=timeout)
+    `timeout` applies to each call unless the call names its own; `retry` says when a 429,
+    a 503 or a connection failure is tried again (None: never; see dalleflow_client.retries).
+    """
 
-    def _send(self, call: Call[T]) -> T:
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+    ):
+        transport = RetryTransport(retry) if retry is not None else None
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+
+    def _send(self, call: Call[T], timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> T:
         with _no_answer_as_error(self._http.base_url, call):
-            response = self._http.request(call.method, call.path, json=call.body)
+            response = self._http.request(call.method, call.path, json=call.body, timeout=timeout)
         return call.read(response)
 
     def generate(
@@ -170,12 +184,14 @@ class Client:
         num_inference_steps: int = 20,
         guidance_scale: float = 3.0,
         negative_prompt: str | None = None,
+        *,
+        timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
     ) -> Result:
         """Images of `prompt` from each generator (`num_images` each; None: every enabled one), ranked best first."""
         return self._send(generate_call(
             prompt=prompt, num_images=num_images, generators=generators, seed=seed,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
-        ))  # fmt: skip
+        ), timeout)  # fmt: skip
 
     def diffuse(
         self,
@@ -187,27 +203,29 @@ class Client:
         num_inference_steps: int = 20,
         guidance_scale: float = 3.0,
         negative_prompt: str | None = None,
+        *,
+        timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
     ) -> Result:
         """Variations of `image` towards `prompt`, ranked best first; skip_rate near 1 stays close to the image."""
         return self._send(diffuse_call(
             image, prompt=prompt, skip_rate=skip_rate, num_images=num_images, seed=seed,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
-        ))  # fmt: skip
+        ), timeout)  # fmt: skip
 
-    def upscale(self, image: ImageInput) -> UpscaledImage:
+    def upscale(self, image: ImageInput, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> UpscaledImage:
         """`image` at four times its width and height."""
-        return self._send(upscale_call(image))
+        return self._send(upscale_call(image), timeout)
 
-    def models(self) -> list[ModelInfo]:
+    def models(self, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> list[ModelInfo]:
         """The model behind each stage, and where its weights came from."""
-        return self._send(models_call())
+        return self._send(models_call(), timeout)
 
-    def health(self) -> dict[str, Any]:
-        return self._send(health_call())
+    def health(self, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> dict[str, Any]:
+        return self._send(health_call(), timeout)
 
-    def image(self, image_id: str) -> Image.Image:
+    def image(self, image_id: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> Image.Image:
         """An image the server stored for an earlier answer."""
-        return self._send(image_call(image_id))
+        return self._send(image_call(image_id), timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -220,14 +238,20 @@ class Client:
 
 
 class AsyncClient:
-    """The asyncio form of Client: the same methods, awaited. Use `async with`, or await close()."""
+    """The asyncio form of Client: the same methods and options, awaited. Use `async with`, or await close()."""
 
-    def __init__(self, base_url: str = DEFAULT_BASE_URL, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT):
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout)
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+    ):
+        transport = AsyncRetryTransport(retry) if retry is not None else None
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
 
-    async def _send(self, call: Call[T]) -> T:
+    async def _send(self, call: Call[T], timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> T:
         with _no_answer_as_error(self._http.base_url, call):
-            response = await self._http.request(call.method, call.path, json=call.body)
+            response = await self._http.request(call.method, call.path, json=call.body, timeout=timeout)
         return call.read(response)
 
     async def generate(
@@ -239,12 +263,14 @@ class AsyncClient:
         num_inference_steps: int = 20,
         guidance_scale: float = 3.0,
         negative_prompt: str | None = None,
+        *,
+        timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
     ) -> Result:
         """See Client.generate."""
         return await self._send(generate_call(
             prompt=prompt, num_images=num_images, generators=generators, seed=seed,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
-        ))  # fmt: skip
+        ), timeout)  # fmt: skip
 
     async def diffuse(
         self,
@@ -256,24 +282,26 @@ class AsyncClient:
         num_inference_steps: int = 20,
         guidance_scale: float = 3.0,
         negative_prompt: str | None = None,
+        *,
+        timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
     ) -> Result:
         """See Client.diffuse."""
         return await self._send(diffuse_call(
             image, prompt=prompt, skip_rate=skip_rate, num_images=num_images, seed=seed,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
-        ))  # fmt: skip
+        ), timeout)  # fmt: skip
 
-    async def upscale(self, image: ImageInput) -> UpscaledImage:
-        return await self._send(upscale_call(image))
+    async def upscale(self, image: ImageInput, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> UpscaledImage:
+        return await self._send(upscale_call(image), timeout)
 
-    async def models(self) -> list[ModelInfo]:
-        return await self._send(models_call())
+    async def models(self, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> list[ModelInfo]:
+        return await self._send(models_call(), timeout)
 
-    async def health(self) -> dict[str, Any]:
-        return await self._send(health_call())
+    async def health(self, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> dict[str, Any]:
+        return await self._send(health_call(), timeout)
 
-    async def image(self, image_id: str) -> Image.Image:
-        return await self._send(image_call(image_id))
+    async def image(self, image_id: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> Image.Image:
+        return await self._send(image_call(image_id), timeout)
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -85,7 +85,8 @@ def test_image_that_is_neither_id_nor_file_is_refused():
 @pytest.mark.parametrize(("method", "model"), [("generate", GenerateRequest), ("diffuse", DiffuseRequest)])
 def test_client_defaults_are_the_schema_defaults(client_class, method, model):
     for name, parameter in inspect.signature(getattr(client_class, method)).parameters.items():
-        if parameter.default is not inspect.Parameter.empty:
+        # Keyword-only ones (timeout) are about the exchange, not the request.
+        if parameter.default is not inspect.Parameter.empty and parameter.kind is not parameter.KEYWORD_ONLY:
             assert parameter.default == model.model_fields[name].default, name
 
 
@@ -120,11 +121,12 @@ def closed_port_url() -> str:
 
 
 def test_no_server_raises_transport_error(closed_port_url):
-    with Client(closed_port_url, timeout=5) as client, pytest.raises(TransportError, match="ConnectError"):
+    # retry=None: tests/client/test_retries.py covers retrying; here the error alone, without the waits.
+    with Client(closed_port_url, timeout=5, retry=None) as client, pytest.raises(TransportError, match="ConnectError"):
         client.health()
 
 
 async def test_no_server_raises_transport_error_async(closed_port_url):
-    async with AsyncClient(closed_port_url, timeout=5) as client:
+    async with AsyncClient(closed_port_url, timeout=5, retry=None) as client:
         with pytest.raises(TransportError, match="GET /healthz"):
             await client.health()
