@@ -41,18 +41,28 @@ def _models(config: AppConfig) -> list[dict]:
     ]
 
 
-def build_app(args: dict | None = None) -> Application:
+def build_app(args: dict | None = None, deployments: list[dict] | None = None) -> Application:
+    """deployments: per-deployment options by name, the same list as a Serve
+    config's `deployments:` (for `serve.run` from Python: tests, benchmarks)."""
     config = AppConfig.model_validate(args or {})
+    overrides = {entry["name"]: {k: v for k, v in entry.items() if k != "name"} for entry in deployments or []}
+
+    def named(deployment, name: str):
+        return deployment.options(name=name, **overrides.pop(name, {}))
+
     generators = {
-        name: Generator.options(name=f"generator-{name}").bind(spec.model_dump())
+        name: named(Generator, f"generator-{name}").bind(spec.model_dump())
         for name, spec in config.generators.items()
     }
-    return Ingress.options(name="ingress").bind(
+    app = named(Ingress, "ingress").bind(
         generators=generators,
-        ranker=Ranker.options(name="ranker").bind(config.ranker.model_dump()),
-        refiner=Refiner.options(name="refiner").bind(config.refiner.model_dump()),
-        upscaler=Upscaler.options(name="upscaler").bind(config.upscaler.model_dump()),
+        ranker=named(Ranker, "ranker").bind(config.ranker.model_dump()),
+        refiner=named(Refiner, "refiner").bind(config.refiner.model_dump()),
+        upscaler=named(Upscaler, "upscaler").bind(config.upscaler.model_dump()),
         models=_models(config),
         store_path=config.store_path,
         generator_timeout_s=config.generator_timeout_s,
     )
+    if overrides:
+        raise ValueError(f"deployments: the app builds no deployment {sorted(overrides)}")
+    return app

@@ -58,13 +58,8 @@ def test_every_answered_image_is_stored_with_its_metadata(server_url, generated)
 def test_a_candidate_is_made_again_alone_from_its_seed(server_url, generated):
     candidate = generated["candidates"][-1]
     again = post(server_url, "/v1/generate", {"prompt": PROMPT, "num_images": 1, "seed": candidate["seed"], **FAST})
-    first = np.asarray(decode(candidate["image"]), dtype=int)
-    second = np.asarray(decode(again.json()["candidates"][0]["image"]), dtype=int)
-    # Same noise, same image; on a CPU a batch of another size may round a pixel
-    # differently (BLAS blocking), so allow a level of difference in a few pixels.
-    # Any other seed changes most of the image.
-    assert np.abs(first - second).max() <= 2
-    assert (first != second).any(axis=-1).mean() <= 0.02
+    # Made in a batch of 3 and alone: the same PNG bytes (the networks run at one batch shape).
+    assert base64.b64decode(again.json()["candidates"][0]["image"]) == base64.b64decode(candidate["image"])
 
 
 def test_diffuse_by_id_and_by_image(server_url, generated):

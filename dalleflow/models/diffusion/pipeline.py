@@ -4,9 +4,10 @@
     model = ShapesDiffusion.from_pretrained("dalleflow/weights/shapes-diffusion")
     images = model.generate(["a red circle on the left on a white background"], num_images=4, seed=0)
 
-Every image gets its own torch.Generator seeded with seed + its index, so an
+Every image gets its own torch.Generator seeded with seed + its index, and the
+networks always run `batch_rows` rows at a time (see run_in_fixed_rows), so an
 image depends only on its own prompt and seed, never on what else shares the
-batch.
+batch: not in its noise, and not in the last bit of its pixels either.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, UNet2DConditionModel
 from PIL import Image
 
+from dalleflow.models.batching import image_seed, run_in_fixed_rows
 from dalleflow.models.diffusion.pixel_space import CoordinateUNet, PixelSpace
 from dalleflow.models.diffusion.text_encoder import TextEncoder
 
@@ -37,12 +39,6 @@ class Interrupted(Exception):
 class PixelDiffusionConfig:
     image_size: int = 32  # canvas side in pixels
     unshuffle_factor: int = 2  # pixels folded into channels before the UNet
-
-
-def image_seed(seed: int, index: int) -> int:
-    """Image i of a request seeded s is the only image of a request seeded s + i,
-    so any candidate can be made again alone from the seed it reports."""
-    return seed + index
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -65,7 +61,14 @@ class ShapesDiffusion:
         text_encoder: TextEncoder,
         scheduler: DPMSolverMultistepScheduler,
         config: PixelDiffusionConfig,
+        batch_rows: int = 4,
     ):
+        """batch_rows: the one batch shape the networks run at (guidance makes two
+        rows per image). 4 is where this model's per-row cost on a CPU stops
+        falling; a GPU wants more. Images are reproducible for a given value."""
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+        self.batch_rows = batch_rows
         self.denoiser = CoordinateUNet(unet).eval()
         self.text_encoder = text_encoder.eval()
         self.tokenizer = text_encoder.tokenizer()
@@ -74,7 +77,7 @@ class ShapesDiffusion:
         self.space = PixelSpace(config.unshuffle_factor)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> ShapesDiffusion:
+    def from_pretrained(cls, folder: str | Path, batch_rows: int = 4) -> ShapesDiffusion:
         folder = Path(folder)
         config = PixelDiffusionConfig(**json.loads((folder / "pixel_diffusion.json").read_text()))
         return cls(
@@ -82,6 +85,7 @@ class ShapesDiffusion:
             TextEncoder.from_pretrained(folder / "text_encoder"),
             DPMSolverMultistepScheduler.from_pretrained(folder / "scheduler"),
             config,
+            batch_rows,
         )
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -97,7 +101,7 @@ class ShapesDiffusion:
 
     def _encode_text(self, prompts: list[str]):
         ids, mask = self.tokenizer(prompts)
-        states, pooled = self.text_encoder(ids, mask)
+        states, pooled = run_in_fixed_rows(self.text_encoder, self.batch_rows, ids, mask)
         return states, mask, pooled
 
     def _noise(self, seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
@@ -122,7 +126,7 @@ class ShapesDiffusion:
         for step, timestep in enumerate(timesteps):
             model_input = torch.cat([latents, latents]) if is_guided else latents
             t = timestep.expand(model_input.shape[0])
-            prediction = self.denoiser(model_input, t, states, mask, pooled)
+            prediction = run_in_fixed_rows(self.denoiser, self.batch_rows, model_input, t, states, mask, pooled)
             if is_guided:
                 conditional, unconditional = prediction.chunk(2)
                 prediction = unconditional + guidance_scale * (conditional - unconditional)

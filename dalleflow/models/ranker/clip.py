@@ -20,6 +20,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from dalleflow.models.batching import run_in_fixed_rows
+
 CONFIG_FOLDER = Path(__file__).parent / "configs"
 
 
@@ -47,14 +49,19 @@ def save_local_dir(model: torch.nn.Module, config: dict, folder: str | Path) -> 
 
 
 class ClipRanker:
-    def __init__(self, model: torch.nn.Module, preprocess, tokenizer, source: str):
+    def __init__(self, model: torch.nn.Module, preprocess, tokenizer, source: str, batch_rows: int = 8):
+        """batch_rows: the one batch shape the encoders run at, so a score never
+        depends on what else was scored beside it (see run_in_fixed_rows)."""
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+        self.batch_rows = batch_rows
         self.model = model.eval()
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.source = source
 
     @classmethod
-    def from_pretrained(cls, source: str, device: str = "cpu") -> ClipRanker:
+    def from_pretrained(cls, source: str, device: str = "cpu", batch_rows: int = 8) -> ClipRanker:
         if "@" in source and not source.startswith(("local-dir:", "hf-hub:")):
             name, tag = source.split("@", 1)
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=tag, device=device)
@@ -62,22 +69,37 @@ class ClipRanker:
         else:
             model, _, preprocess = open_clip.create_model_and_transforms(source, device=device)
             tokenizer = open_clip.get_tokenizer(source)
-        return cls(model, preprocess, tokenizer, source)
+        return cls(model, preprocess, tokenizer, source, batch_rows)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @torch.inference_mode()
     def score(self, prompt: str, images: list[Image.Image]) -> list[float]:
         """Cosine similarity x 100 of each image to the prompt (CLIP's logit scale)."""
+        return self.score_together([(prompt, images)])[0]
+
+    @torch.inference_mode()
+    def score_together(self, calls: list[tuple[str, list[Image.Image]]]) -> list[list[float]]:
+        """score(prompt, images) for each call, all images and prompts encoded in one pass."""
+        images = [image for _, call_images in calls for image in call_images]
         if not images:
-            return []
+            return [[] for _ in calls]
         pixels = torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(self.device)
-        text = self.tokenizer([prompt]).to(self.device)
-        image_features = torch.nn.functional.normalize(self.model.encode_image(pixels), dim=-1)
-        text_features = torch.nn.functional.normalize(self.model.encode_text(text), dim=-1)
-        return (100.0 * image_features @ text_features.T).squeeze(1).tolist()
+        prompts = list(dict.fromkeys(prompt for prompt, _ in calls))
+        text = self.tokenizer(prompts).to(self.device)
+        image_features = torch.nn.functional.normalize(
+            run_in_fixed_rows(self.model.encode_image, self.batch_rows, pixels), dim=-1)
+        text_features = torch.nn.functional.normalize(
+            run_in_fixed_rows(self.model.encode_text, self.batch_rows, text), dim=-1)
+        answers, start = [], 0
+        for prompt, call_images in calls:
+            features = image_features[start : start + len(call_images)]
+            # Row by row: a matrix product's rounding would depend on the batch again.
+            prompt_features = text_features[prompts.index(prompt)]
+            answers.append([100.0 * float((row * prompt_features).sum()) for row in features])
+            start += len(call_images)
+        return answers
 
     @torch.inference_mode()
     def similarity(self, images: list[Image.Image], prompts: list[str]) -> torch.Tensor:
