@@ -45,12 +45,15 @@ def _shapes_diffusion(spec: ModelSpec):
 
 
 def _open_clip(spec: ModelSpec):
+    from dalleflow.models.devices import default_device
     from dalleflow.models.ranker import ClipRanker
 
     source = spec.weights
     if source.startswith(("embedded:", "local-dir:")):
         source = "local-dir:" + resolve_weights(source)
-    return ClipRanker.from_pretrained(source, **spec.options)
+    # The GPU Ray assigned when there is one, as the other families pick it, so
+    # one config runs on a GPU worker and on a CPU.
+    return ClipRanker.from_pretrained(source, **{"device": default_device(), **spec.options})
 
 
 def _realesrgan(spec: ModelSpec):

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from dalleflow.deployments.config_check import serve_configs_in, validate_serve_config
+from dalleflow.deployments.config_check import main, serve_configs_in, validate_serve_config
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"
@@ -161,3 +161,25 @@ def test_a_seeded_typo_in_a_deployment_fails_the_serve_config_validation(deploym
     config["applications"][0]["deployments"][1][deployment_key] = value
     problems = validate_serve_config(config)
     assert len(problems) == 1 and reported in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("right", "typo"),
+    [
+        ("max_ongoing_requests: 4", "max_ongoing_requets: 4"),
+        ("target_ongoing_requests: 2}", "target_ongoing_request: 2}"),
+        ("num_gpus: 0.4}", "num_gpu: 0.4}"),
+    ],
+)
+def test_a_seeded_typo_inside_the_rayservice_serve_config_v2_fails_the_validation(tmp_path, right, typo):
+    text = (CLUSTER / "rayservice.yaml").read_text()
+    seeded = tmp_path / "rayservice.yaml"
+    seeded.write_text(text.replace(right, typo, 1))
+    manifest = yaml.safe_load(seeded.read_text())
+    assert typo in manifest["spec"]["serveConfigV2"]
+    # To the CRD, serveConfigV2 is a string: only the Serve config check can see into it.
+    assert manifest_problems(manifest) == []
+    ((_, config),) = serve_configs_in(seeded)
+    problems = validate_serve_config(config)
+    assert len(problems) == 1 and typo.split(":")[0] in problems[0]
+    assert main([str(seeded)]) == 1

@@ -2,91 +2,30 @@
 diffusers folder format (model_index.json, unet/, vae/, text_encoder/, and a
 tokenizer/ of vocab.json + merges.txt as Stable Diffusion v1.5 ships it)."""
 
-import json
-import shutil
-import string
 import threading
 
 import numpy as np
 import pytest
 import torch
-from diffusers import (
-    AutoencoderKL,
-    DDIMScheduler,
-    StableDiffusionImg2ImgPipeline,
-    StableDiffusionPipeline,
-    UNet2DConditionModel,
-)
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import StableDiffusionImg2ImgPipeline
 
 from dalleflow.models.diffusion import Interrupted
 from dalleflow.models.factory import create_model
 from dalleflow.models.stable_diffusion import StableDiffusion
+from tests.tiny_checkpoints import SD_IMAGE_SIZE as IMAGE_SIZE
+from tests.tiny_checkpoints import save_tiny_stable_diffusion
 
 PROMPT = "a red circle on the left on a white background"
 OTHER = "a blue square above a green circle on a black background"
-IMAGE_SIZE = 32  # UNet sample_size 16 x the VAE's factor 2
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def write_tokenizer_folder(folder):
-    """A byte-level BPE vocabulary of single characters, no merges: the files
-    (and the 77-token limit) of SD v1.5's tokenizer/, at a tiny size."""
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for char in string.ascii_lowercase + string.digits + ",.'-":
-        vocab[char] = len(vocab)
-        vocab[char + "</w>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps({"tokenizer_class": "CLIPTokenizer", "model_max_length": 77})
-    )
-    return len(vocab)
-
-
-def build_tiny_pipeline(tokenizer_folder) -> StableDiffusionPipeline:
-    vocab_size = write_tokenizer_folder(tokenizer_folder)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(4, 8), layers_per_block=1, sample_size=IMAGE_SIZE // 2, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=2, norm_num_groups=2,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(4, 8), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-    )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=2,
-        max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    ))
-    scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-    )
-    pipeline = StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=text_encoder,
-        tokenizer=CLIPTokenizer.from_pretrained(tokenizer_folder), scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
-
-
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """(the pipeline in memory, its saved folder)."""
-    base = tmp_path_factory.mktemp("tiny-sd")
-    pipeline = build_tiny_pipeline(base / "vocab")
-    folder = base / "checkpoint"
-    pipeline.save_pretrained(folder)
-    # Ship the tokenizer as the hub's v1.5 folder does, not as transformers 5 saves it.
-    shutil.rmtree(folder / "tokenizer")
-    shutil.copytree(base / "vocab", folder / "tokenizer")
-    return pipeline, folder
+    return save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd"))
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +149,14 @@ def test_concurrent_calls_give_the_images_of_sequential_calls(model):
         thread.join(timeout=120)
     assert errors == []
     assert all(np.array_equal(a, b) for a, b in zip(sequential, concurrent))
+
+
+def test_an_fp16_variant_folder_loads_in_float32_on_the_cpu(tmp_path):
+    # What the GPU serve config reads: a folder holding only the *.fp16.safetensors files.
+    in_memory, folder = save_tiny_stable_diffusion(tmp_path, variant="fp16")
+    assert sorted(p.name for p in (folder / "unet").glob("*.safetensors")) == ["diffusion_pytorch_model.fp16.safetensors"]
+    model = create_model({"family": "stable-diffusion", "weights": f"local-dir:{folder}", "options": {"variant": "fp16"}})
+    assert model.components["unet"].dtype == torch.float32
+    expected = in_memory([PROMPT], generator=seeded(2, 1), height=IMAGE_SIZE, width=IMAGE_SIZE,
+                         num_inference_steps=2, guidance_scale=3.0).images
+    assert np.array_equal(pixels(model.generate([PROMPT], seed=2, num_inference_steps=2)), pixels(expected))

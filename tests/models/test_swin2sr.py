@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution, Swin2SRImageProcessor
 
 from dalleflow.models.factory import create_model
 from dalleflow.models.upscaler.swin2sr import Swin2SRUpscaler
+from tests.tiny_checkpoints import save_tiny_swin2sr
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -17,17 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """(the upscaler in memory, its saved folder)."""
-    torch.manual_seed(0)
-    config = Swin2SRConfig(
-        image_size=32, embed_dim=8, depths=[1], num_heads=[2], window_size=4, mlp_ratio=1.0,
-        upscale=4, upsampler="pixelshuffle",
-    )
-    model = Swin2SRForImageSuperResolution(config).eval()
-    processor = Swin2SRImageProcessor(size_divisor=4)
     folder = tmp_path_factory.mktemp("tiny-swin2sr")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return Swin2SRUpscaler(model, processor), folder
+    return Swin2SRUpscaler(*save_tiny_swin2sr(folder)), folder
 
 
 def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
