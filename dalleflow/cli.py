@@ -4,9 +4,10 @@
     dalleflow generate "a red circle on the left on a white background"
     dalleflow diffuse IMAGE_ID --prompt "..." --skip-rate 0.5
     dalleflow upscale IMAGE_ID --out final.png
+    dalleflow interactive "..."          # generate -> pick -> vary -> upscale, asked in the terminal
     dalleflow train diffusion|ranker ...  # reproduce the embedded weights
 
-generate, diffuse and upscale are the client's commands (dalleflow_client.cli).
+generate, diffuse, upscale and interactive are the client's commands (dalleflow_client.cli).
 """
 
 from __future__ import annotations

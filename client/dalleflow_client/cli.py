@@ -3,6 +3,7 @@
     python -m dalleflow_client generate "a red circle to the left of a blue square" --num-images 2 --out out/
     python -m dalleflow_client diffuse <image id or file> --prompt "a red circle ..." --skip-rate 0.6
     python -m dalleflow_client upscale <image id or file> --out final.png
+    python -m dalleflow_client interactive "a red circle ..." --out session/   # generate -> pick -> vary -> upscale
 
 The server's CLI adds the same commands with add_client_commands, so `dalleflow generate ...` works too.
 """
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import interactive
 from .client import DEFAULT_BASE_URL, Client
 from .errors import DalleflowError
 from .images import save_png
@@ -29,16 +31,17 @@ from .schemas import DiffuseRequest, GenerateRequest
 
 
 def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add generate, diffuse and upscale to `subparsers`.
+    """Add generate, diffuse, upscale and interactive to `subparsers`.
 
     Each command sets `func`: `args.func(args)` runs it and returns the exit status.
     """
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    server = argparse.ArgumentParser(add_help=False)
+    server.add_argument(
         "--url",
         default=os.environ.get("DALLEFLOW_URL", DEFAULT_BASE_URL),
         help="server (default: $DALLEFLOW_URL or %(default)s)",
     )
+    common = argparse.ArgumentParser(add_help=False, parents=[server])
     common.add_argument("--json", action="store_true", help="print the answer as JSON, without the base64 images")
 
     sampling = argparse.ArgumentParser(add_help=False)
@@ -82,6 +85,13 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     upscale.add_argument("image", metavar="IMAGE_OR_ID", help="a PNG/JPEG file, or an image id from an earlier answer")
     upscale.add_argument("--out", metavar="FILE", type=Path, help="file to write (default: upscaled-<id>.png)")
     upscale.set_defaults(func=_run_upscale)
+
+    walk = subparsers.add_parser(  # not `interactive`: that is the module it runs
+        "interactive", parents=[server, sampling],
+        help="generate, pick, vary and upscale, answering questions in the terminal",
+    )  # fmt: skip
+    walk.add_argument("prompt", nargs="?", help="what the images should show (default: asked)")
+    walk.set_defaults(func=_run_interactive)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,14 +145,32 @@ def _run_diffuse(args: argparse.Namespace) -> None:
 
 @_reporting_errors
 def _run_upscale(args: argparse.Namespace) -> None:
+    started = time.monotonic()
     with Client(args.url) as client, _spinner("upscaling"):
         upscaled = client.upscale(args.image)
+    seconds = time.monotonic() - started  # the answer has no timings of its own: the round trip as seen here
     path = upscaled.save(args.out or Path(f"upscaled-{upscaled.id}.png"))
     if args.json:
-        answer = {"id": upscaled.id, "width": upscaled.width, "height": upscaled.height, "file": str(path)}
+        answer = {"id": upscaled.id, "width": upscaled.width, "height": upscaled.height, "file": str(path),
+                  "seconds": round(seconds, 3)}  # fmt: skip
         print(json.dumps(answer, indent=2))
     else:
         print(path)
+
+
+def _run_interactive(args: argparse.Namespace) -> int:
+    terminal = interactive.Terminal(sys.stdin, sys.stdout)
+    try:
+        prompt = args.prompt or terminal.ask("prompt", str, "a red circle to the left of a blue square on a white background")
+        with Client(args.url) as client:
+            interactive.run(client, terminal, prompt, args.out, _sampling_options(args), waiting=_spinner)
+    except (DalleflowError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130  # what a shell reports for Ctrl-C
+    return 0
 
 
 def _save_and_show(result: Result, args: argparse.Namespace) -> None:

@@ -125,8 +125,10 @@ def diffuse_call(image: ImageInput, **fields: Any) -> Call[Result]:
 
 
 def upscale_call(image: ImageInput) -> Call[UpscaledImage]:
+    source = image if isinstance(image, CandidateImage) else None  # its prompt and seed go into the metadata
+
     def parse(response: httpx.Response) -> UpscaledImage:
-        return UpscaledImage.from_schema(UpscaleResponse.model_validate_json(response.content))
+        return UpscaledImage.from_schema(UpscaleResponse.model_validate_json(response.content), source)
 
     return Call("POST", "/v1/upscale", parse, request_body(UpscaleRequest, **image_fields(image)))
 

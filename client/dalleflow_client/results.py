@@ -79,14 +79,20 @@ class UpscaledImage(_EncodedImage):
     id: str
     width: int
     height: int
+    source: CandidateImage | None = None  # what was upscaled, when the client knew it as a candidate
 
     @classmethod
-    def from_schema(cls, response: UpscaleResponse) -> UpscaledImage:
-        return cls(id=response.id, width=response.width, height=response.height, image_base64=response.image)
+    def from_schema(cls, response: UpscaleResponse, source: CandidateImage | None = None) -> UpscaledImage:
+        return cls(
+            id=response.id, width=response.width, height=response.height, image_base64=response.image, source=source
+        )
 
     @property
     def metadata(self) -> dict[str, object]:
-        return {"id": self.id}
+        """The source's prompt, seed, generator and score (when known), with this image's id."""
+        if self.source is None:
+            return {"id": self.id}
+        return {**self.source.metadata, "source_id": self.source.id, "id": self.id}
 
 
 class Result:

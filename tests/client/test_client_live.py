@@ -1,5 +1,7 @@
 """The client against a real running server with the embedded models (`server_url` from tests/conftest.py)."""
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -59,10 +61,14 @@ def test_diffuse_by_candidate_and_by_id(client, generated):
         assert len(variations) == 2
 
 
-def test_upscale_gives_four_times_the_size(client, generated):
+def test_upscale_gives_four_times_the_size(client, generated, tmp_path):
     best = generated.best
     upscaled = client.upscale(best)
     assert upscaled.image.size == (upscaled.width, upscaled.height) == (4 * best.width, 4 * best.height)
+    # Saved, it still says what it shows and how it was made.
+    metadata = read_png_metadata(upscaled.save(tmp_path / "final.png"))
+    assert metadata["prompt"] == PROMPT and metadata["seed"] == str(best.seed)
+    assert (metadata["source_id"], metadata["id"]) == (best.id, upscaled.id)
 
 
 def test_a_refused_request_raises_request_error_naming_the_field(client):
@@ -85,3 +91,35 @@ def test_cli_generate_saves_the_grid_and_the_images(server_url, tmp_path, capsys
     candidates = [Path(line.split()[-1]) for line in candidate_lines]
     assert candidates
     assert sorted(tmp_path.glob("*.png")) == sorted([grid, *candidates])  # each file saved is printed
+
+
+def json_output(capsys) -> dict:
+    printed = capsys.readouterr().out
+    assert not re.search(r"[A-Za-z0-9+/=]{200}", printed)  # no base64 image rides along
+    return json.loads(printed)
+
+
+def test_cli_json_for_generate_diffuse_and_upscale(server_url, tmp_path, capsys):
+    options = ["--url", server_url, "--num-images", "2", "--steps", "4", "--seed", "8", "--json"]
+    assert main(["generate", PROMPT, *options, "--out", str(tmp_path / "generated")]) == 0
+    generated = json_output(capsys)
+    assert (generated["prompt"], generated["seed"]) == (PROMPT, 8)
+    assert generated["timings"] and all(report["status"] == "ok" for report in generated["generators"].values())
+    candidates, files = generated["candidates"], generated["files"]
+    assert [candidate["rank"] for candidate in candidates] == list(range(len(candidates))) and candidates
+    assert all({"id", "generator", "clip_score", "seed"} <= candidate.keys() for candidate in candidates)
+    assert read_png_metadata(files["grid"])["id"] == generated["id"]
+    assert [read_png_metadata(path)["id"] for path in files["candidates"]] == [c["id"] for c in candidates]
+
+    pick = candidates[1]["id"]
+    assert main(["diffuse", pick, "--prompt", PROMPT, *options, "--skip-rate", "0.7", "--out", str(tmp_path / "varied")]) == 0
+    varied = json_output(capsys)
+    assert len(varied["candidates"]) == 2 and len(varied["files"]["candidates"]) == 2
+
+    final = tmp_path / "final.png"
+    assert main(["upscale", varied["candidates"][0]["id"], "--url", server_url, "--json", "--out", str(final)]) == 0
+    upscaled = json_output(capsys)
+    assert upscaled["file"] == str(final) and upscaled["seconds"] > 0
+    with Image.open(final) as image:
+        assert image.size == (upscaled["width"], upscaled["height"])
+    assert read_png_metadata(final)["id"] == upscaled["id"]

@@ -48,13 +48,20 @@ def generate_answer() -> bytes:
     ).model_dump_json().encode()  # fmt: skip
 
 
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # a client that timed out has closed its end: the late answer's broken pipe is expected
+
+
 class ScriptedServer:
     """Answers each path with its scripted replies in turn, then with 200; records (method, path, time) of each attempt."""
 
     def __init__(self, port: int = 0):
         self.script: dict[str, list[Reply]] = {}
         self.arrivals: list[tuple[str, str, float]] = []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self.httpd = QuietServer(("127.0.0.1", port), self._handler())
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
