@@ -29,6 +29,7 @@ class AppConfig(BaseModel):
     upscaler: ModelSpec = ModelSpec(family="realesrgan", options={"model": "realesr-animevideov3-x4"})
     store_path: str | None = Field(None, description="Image store folder; default $DALLEFLOW_STORE or ~/.local/share/dalleflow/images.")
     generator_timeout_s: float = Field(120.0, gt=0, description="Deadline of each generator per request.")
+    jina_compat: bool = Field(True, description="Also answer dalle-flow's Jina HTTP client at POST /post.")
 
 
 def _models(config: AppConfig) -> list[dict]:
@@ -62,6 +63,7 @@ def build_app(args: dict | None = None, deployments: list[dict] | None = None) -
         models=_models(config),
         store_path=config.store_path,
         generator_timeout_s=config.generator_timeout_s,
+        jina_compat=config.jina_compat,
     )
     if overrides:
         raise ValueError(f"deployments: the app builds no deployment {sorted(overrides)}")

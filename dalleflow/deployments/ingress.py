@@ -29,7 +29,9 @@ class Ingress:
         models: list[dict],
         store_path: str | None = None,
         generator_timeout_s: float = 120.0,
+        jina_compat: bool = True,
     ):
+        self.jina_compat = jina_compat
         self.flow = Flow(
             generators={name: HandleStage(handle) for name, handle in generators.items()},
             ranker=HandleStage(ranker),
@@ -41,7 +43,7 @@ class Ingress:
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        app = create_app()
+        app = create_app(jina_compat_enabled=self.jina_compat)
         app.state.flow = self.flow
         return app
 

@@ -113,6 +113,9 @@ class Ranker(_ModelStage):
     def _batched_methods(self) -> list:
         return [self._score_batch]
 
+    def embed_text(self, prompt: str) -> list[float]:
+        return self.model.embed_text(prompt)
+
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=8)
 class Refiner(_ModelStage):

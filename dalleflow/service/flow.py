@@ -99,6 +99,13 @@ class Flow:
         image_id = await asyncio.to_thread(self.store.save, upscaled, metadata)
         return UpscaleResponse(id=image_id, image=encode_png(upscaled), width=upscaled.width, height=upscaled.height)
 
+    async def embed_text(self, prompt: str) -> list[float]:
+        """The ranker's embedding of a prompt."""
+        try:
+            return await self.ranker.call("embed_text", prompt)
+        except Exception as error:
+            raise StageUnavailable(f"ranker failed: {error}") from error
+
     async def readiness(self, timeout_s: float = 2.0) -> dict[str, bool]:
         """Which stages have a replica that has finished loading."""
         stages = {f"generator:{name}": stage for name, stage in self.generators.items()}

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from dalleflow.service import jina_compat
 from dalleflow.service.errors import ServiceError
 from dalleflow.service.flow import Flow
 from dalleflow.web import STATIC_DIR
@@ -31,7 +32,8 @@ def _flow(request: Request) -> Flow:
     return request.app.state.flow
 
 
-def create_app() -> FastAPI:
+def create_app(jina_compat_enabled: bool = True) -> FastAPI:
+    """The API; with jina_compat_enabled, also dalle-flow's Jina protocol at POST /post (see jina_compat.py)."""
     app = FastAPI(
         title="dalleflow",
         version="0.1.0",
@@ -96,5 +98,8 @@ def create_app() -> FastAPI:
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    if jina_compat_enabled:
+        app.include_router(jina_compat.router)
 
     return app

@@ -102,6 +102,12 @@ class ClipRanker:
         return answers
 
     @torch.inference_mode()
+    def embed_text(self, prompt: str) -> list[float]:
+        """The prompt's unit-length CLIP text embedding (what dalle-flow set on the prompt's Document)."""
+        features = self.model.encode_text(self.tokenizer([prompt]).to(self.device))
+        return torch.nn.functional.normalize(features, dim=-1)[0].tolist()
+
+    @torch.inference_mode()
     def similarity(self, images: list[Image.Image], prompts: list[str]) -> torch.Tensor:
         """[images, prompts] cosine similarities, for retrieval checks."""
         pixels = torch.stack([self.preprocess(im.convert("RGB")) for im in images]).to(self.device)
