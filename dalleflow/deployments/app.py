@@ -42,7 +42,13 @@ def _models(config: AppConfig) -> list[dict]:
     ]
 
 
-def build_app(args: dict | None = None, deployments: list[dict] | None = None) -> Application:
+def build_app(args: dict | None = None) -> Application:
+    """The import_path of every Serve config. Ray calls it with `args` alone and
+    refuses a builder that takes any other parameter."""
+    return compose_app(args)
+
+
+def compose_app(args: dict | None = None, deployments: list[dict] | None = None) -> Application:
     """deployments: per-deployment options by name, the same list as a Serve
     config's `deployments:` (for `serve.run` from Python: tests, benchmarks)."""
     config = AppConfig.model_validate(args or {})
