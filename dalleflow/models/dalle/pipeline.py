@@ -1,0 +1,58 @@
+"""Prompts -> images: tokenizer, DalleBart, VQGAN decoder, one call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from dalleflow.models.dalle.bart import DalleBart
+from dalleflow.models.dalle.text import DalleBartTokenizer
+from dalleflow.models.dalle.vqgan import VQGANDecoder
+
+
+class DallePipeline:
+    def __init__(self, tokenizer: DalleBartTokenizer, model: DalleBart, vqgan: VQGANDecoder):
+        self.tokenizer = tokenizer
+        self.model = model
+        self.vqgan = vqgan
+        self._uncond = tokenizer.uncond()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        dalle_folder: str | Path,
+        vqgan_folder: str | Path,
+        dtype: str | None = None,
+        hashtag_word_list: str | Path | None = None,
+    ) -> DallePipeline:
+        """dalle_folder: config.json, flax_model.msgpack, tokenizer.json (dalle-mini's
+        published layout); vqgan_folder: config.json, flax_model.msgpack."""
+        return cls(
+            DalleBartTokenizer.from_pretrained(dalle_folder, hashtag_word_list),
+            DalleBart.from_pretrained(dalle_folder, dtype),
+            VQGANDecoder.from_pretrained(vqgan_folder, dtype),
+        )
+
+    def generate_tokens(self, prompts: list[str], num_images: int = 1, **options):
+        ids, mask = self.tokenizer(prompts)
+        return self.model.generate(ids, mask, *self._uncond, num_images=num_images, **options)
+
+    def generate(
+        self,
+        prompts: list[str],
+        num_images: int = 1,
+        seed: int = 0,
+        seeds: list[int] | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        condition_scale: float = 10.0,
+    ) -> list[Image.Image]:
+        """num_images per prompt, prompt-major; image i samples with seeds[i]
+        (default seed + i). See DalleBart.generate for the sampling defaults."""
+        tokens = self.generate_tokens(
+            prompts, num_images, seed=seed, seeds=seeds, temperature=temperature,
+            top_k=top_k, top_p=top_p, condition_scale=condition_scale,
+        )
+        return self.vqgan.decode_images(tokens)
