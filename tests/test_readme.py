@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from dalleflow_client import read_png_metadata
+
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -42,10 +44,12 @@ def test_the_curl_example(server_url):
 def test_the_python_examples(server_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     examples = re.findall(r"```python\n(.*?)```", use_section(), flags=re.S)
-    assert len(examples) == 2
+    assert len(examples) == 3
     for example in examples:
         exec(compile(example.replace(DEFAULT_URL, server_url), "README.md", "exec"), {})
     assert (tmp_path / "candidates.png").is_file() and (tmp_path / "final.png").is_file()
+    assert read_png_metadata(tmp_path / "final.png")["prompt"].startswith("a red circle")
+    assert (tmp_path / "prompt-0.png").is_file() and (tmp_path / "prompt-1.png").is_file()
 
 
 def test_the_cli_example(server_url, tmp_path):
@@ -64,3 +68,30 @@ def test_the_cli_example(server_url, tmp_path):
     run(lines[1].replace("<image id>", image_id))
     run(lines[2].replace("<image id>", image_id))
     assert (tmp_path / "final.png").is_file() and list((tmp_path / "out").glob("*.png"))
+
+
+def run_bash_example(block: str, server_url: str, cwd: Path) -> str:
+    """A bash block as written, with the venv's `dalleflow` first on PATH and the test server as DALLEFLOW_URL."""
+    environment = {**os.environ, "DALLEFLOW_URL": server_url,
+                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", block], capture_output=True, text=True, timeout=300,
+                          env=environment, cwd=cwd)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_cli_json_example(server_url, tmp_path):
+    block = re.findall(r"```bash\n(dalleflow generate [^`]*--json.*?)```", use_section(), flags=re.S)[0]
+    grid, table = run_bash_example(block, server_url, tmp_path).split(" ", 1)
+    assert read_png_metadata(tmp_path / grid)["prompt"] == "a blue square above a red circle on a gray background"
+    ranks = [int(rank) for rank in re.findall(r"\((\d+), ", table)]
+    assert ranks == list(range(len(ranks))) and ranks
+
+
+def test_the_interactive_example(server_url, tmp_path):
+    block = re.findall(r"```bash\n(printf .*?)```", use_section(), flags=re.S)[0]
+    transcript = run_bash_example(block, server_url, tmp_path)
+    assert "at skip_rate 0.6: 4 ranked" in transcript
+    (final,) = (tmp_path / "session").glob("final-*.png")
+    metadata = read_png_metadata(final)
+    assert (metadata["prompt"], metadata["skip_rate"]) == ("a red circle to the left of a blue square on a white background", "0.6")
