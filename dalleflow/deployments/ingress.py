@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from dalleflow.service.flow import Flow
 from dalleflow.service.http import create_app
 from dalleflow.service.stages import HandleStage
 from dalleflow.service.store import ImageStore
+
+
+# A replica killed mid-call (ActorDiedError) or unreachable (ActorUnavailableError):
+# the stage call runs once more, on another replica (service/stages.py).
+REPLICA_LOST = (RayActorError,)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
@@ -33,10 +39,10 @@ class Ingress:
     ):
         self.jina_compat = jina_compat
         self.flow = Flow(
-            generators={name: HandleStage(handle) for name, handle in generators.items()},
-            ranker=HandleStage(ranker),
-            refiner=HandleStage(refiner),
-            upscaler=HandleStage(upscaler),
+            generators={name: HandleStage(handle, REPLICA_LOST) for name, handle in generators.items()},
+            ranker=HandleStage(ranker, REPLICA_LOST),
+            refiner=HandleStage(refiner, REPLICA_LOST),
+            upscaler=HandleStage(upscaler, REPLICA_LOST),
             store=ImageStore(store_path),
             models=models,
             generator_timeout_s=generator_timeout_s,

@@ -30,13 +30,22 @@ class LocalStage:
 
 
 class HandleStage:
-    """A Ray Serve DeploymentHandle."""
+    """A Ray Serve DeploymentHandle.
 
-    def __init__(self, handle: Any):
+    A call that fails with one of `retry_on` (the ingress passes Ray's errors for
+    a replica that died or cannot be reached) runs once more, on another replica:
+    every stage call is idempotent (seeded), so the answer is the same.
+    """
+
+    def __init__(self, handle: Any, retry_on: tuple[type[BaseException], ...] = ()):
         self.handle = handle
+        self.retry_on = retry_on
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return await getattr(self.handle, method).remote(*args, **kwargs)
+        try:
+            return await getattr(self.handle, method).remote(*args, **kwargs)
+        except self.retry_on:
+            return await getattr(self.handle, method).remote(*args, **kwargs)
 
     async def ready(self) -> bool:
         # Answers only once a replica has finished loading its model.

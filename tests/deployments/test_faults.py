@@ -1,0 +1,62 @@
+"""A generator replica killed under load costs no request (issue 4, acceptance 4).
+
+A second app with two generator replicas serves 50 concurrent requests; one
+replica is killed with ray.kill while they run. The ingress retries the stage
+call of each request it had in flight once, on the other replica, with the same
+seed: all 50 answer 200 with the generator reported ok, and an answer's image is
+the very image the undisturbed app makes from that seed.
+"""
+
+import asyncio
+import base64
+
+import httpx
+import pytest
+import ray
+from ray import serve
+
+from dalleflow.deployments.app import compose_app
+
+PROMPT = "a green triangle above a red square on a white background"
+FAST = {"num_inference_steps": 2, "num_images": 1}
+REQUEST_COUNT = 50
+
+
+def generator_replicas(app: str) -> list[str]:
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith(f"SERVE_REPLICA::{app}#generator-diffusion#")]
+
+
+async def load_with_a_kill(url: str, app: str) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=300) as client:
+        requests = [asyncio.create_task(client.post(url, json={"prompt": PROMPT, "seed": seed, **FAST}))
+                    for seed in range(REQUEST_COUNT)]
+        # Kill once answers have started to come back: the killed replica is mid-batch then.
+        done, _ = await asyncio.wait(requests, return_when=asyncio.FIRST_COMPLETED)
+        victim = generator_replicas(app)[0]
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        return await asyncio.gather(*requests)
+
+
+@pytest.fixture
+def two_generator_app(serve_app, store_path):
+    serve.run(
+        compose_app({"store_path": str(store_path)},
+                  deployments=[{"name": "generator-diffusion", "num_replicas": 2,
+                                "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.05}}]),
+        name="faults", route_prefix="/faults",
+    )
+    assert len(generator_replicas("faults")) == 2
+    yield f"{serve_app}/faults"
+    serve.delete("faults")
+
+
+def test_a_killed_generator_replica_costs_no_request(two_generator_app, server_url):
+    answers = asyncio.run(load_with_a_kill(f"{two_generator_app}/v1/generate", "faults"))
+    assert [a.status_code for a in answers] == [200] * REQUEST_COUNT, [a.text for a in answers if a.status_code != 200]
+    bodies = [a.json() for a in answers]
+    assert [b["generators"]["diffusion"]["status"] for b in bodies] == ["ok"] * REQUEST_COUNT
+    assert [b["candidates"][0]["seed"] for b in bodies] == list(range(REQUEST_COUNT))
+    for seed in (0, 17, REQUEST_COUNT - 1):
+        again = httpx.post(f"{server_url}/v1/generate", json={"prompt": PROMPT, "seed": seed, **FAST}, timeout=300)
+        assert base64.b64decode(again.json()["candidates"][0]["image"]) == base64.b64decode(bodies[seed]["candidates"][0]["image"])
