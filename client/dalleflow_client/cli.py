@@ -161,7 +161,7 @@ def _run_upscale(args: argparse.Namespace) -> None:
 def _run_interactive(args: argparse.Namespace) -> int:
     terminal = interactive.Terminal(sys.stdin, sys.stdout)
     try:
-        prompt = args.prompt or terminal.ask("prompt", str, "a red circle to the left of a blue square on a white background")
+        prompt = args.prompt or terminal.ask("prompt", str, interactive.EXAMPLE_PROMPT)
         with Client(args.url) as client:
             interactive.run(client, terminal, prompt, args.out, _sampling_options(args), waiting=_spinner)
     except (DalleflowError, OSError, ValueError) as error:

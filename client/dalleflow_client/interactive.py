@@ -26,6 +26,7 @@ from .results import CandidateImage, Result
 from .schemas import MAX_DIFFUSE_IMAGES, DiffuseRequest
 
 T = TypeVar("T")
+EXAMPLE_PROMPT = "a red circle to the left of a blue square on a white background"
 VARY_AGAIN = "v"
 
 
@@ -44,15 +45,15 @@ class Terminal:
         print(text, file=self.output, flush=True)
 
     def ask(self, question: str, parse: Callable[[str], T], default: T) -> T:
-        """Ask until `parse` takes the answer (it raises ValueError with the reason otherwise); Enter gives `default`."""
+        """Ask until `parse` takes the answer (it raises ValueError saying why not); Enter gives `default`."""
         while True:
             self.output.write(f"{question} [{default}]: ")
             self.output.flush()
             line = self.input.readline()
             if not line:
                 raise NoAnswer(f"the input ended before an answer to {question!r}")
-            if not self.input.isatty():
-                self.output.write(line if line.endswith("\n") else line + "\n")  # a piped answer shows in the transcript
+            if not self.input.isatty():  # so that a piped answer shows in the transcript
+                self.output.write(line if line.endswith("\n") else line + "\n")
             answer = line.strip()
             if not answer:
                 return default
@@ -108,7 +109,7 @@ def run(
     sampling: dict,
     waiting: Callable[[str], AbstractContextManager] = lambda message: nullcontext(),
 ) -> Path:
-    """Walk the loop once through, and return the path of the upscaled image it saved.
+    """Walk the loop until an image is upscaled, and return the path of the PNG it saved.
 
     `sampling` holds generate's options (num_images, seed, num_inference_steps, guidance_scale,
     negative_prompt); the variations use the same, with the count and skip_rate asked.
@@ -122,8 +123,9 @@ def run(
         pick: CandidateImage = pool[terminal.ask(f"pick an image, 0 to {len(pool) - 1}", index_in(len(pool)), 0)]
         skip_rate = terminal.ask("skip_rate, 0 to 1 (near 1 stays close to the pick)", number_between(0, 1), skip_rate)
         variation_count = terminal.ask(
-            f"how many variations, 1 to {MAX_DIFFUSE_IMAGES}", number_between(1, MAX_DIFFUSE_IMAGES, int), variation_count
-        )
+            f"how many variations, 1 to {MAX_DIFFUSE_IMAGES}",
+            number_between(1, MAX_DIFFUSE_IMAGES, int), variation_count,
+        )  # fmt: skip
         with waiting("varying"):
             pool = client.diffuse(pick, prompt, skip_rate=skip_rate, **{**sampling, "num_images": variation_count})
         show(terminal, pool, out, f"variations of {pick.id} at skip_rate {skip_rate}")
