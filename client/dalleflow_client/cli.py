@@ -3,6 +3,7 @@
     python -m dalleflow_client generate "a red circle to the left of a blue square" --num-images 2 --out out/
     python -m dalleflow_client diffuse <image id or file> --prompt "a red circle ..." --skip-rate 0.6
     python -m dalleflow_client upscale <image id or file> --out final.png
+    python -m dalleflow_client jobs submit "a red circle ..."    # prints the job id; then: jobs wait|status|cancel ID
     python -m dalleflow_client interactive "a red circle ..." --out session/   # generate -> pick -> vary -> upscale
 
 The server's CLI adds the same commands with add_client_commands, so `dalleflow generate ...` works too.
@@ -24,10 +25,11 @@ from pathlib import Path
 
 from . import interactive
 from .client import DEFAULT_BASE_URL, Client
+from .progress import ProgressBars
 from .errors import DalleflowError
 from .images import save_png
 from .results import Result
-from .schemas import DiffuseRequest, GenerateRequest
+from .schemas import DiffuseRequest, GenerateRequest, Job
 
 
 def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -81,6 +83,8 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     diffuse.set_defaults(func=_run_diffuse)
 
+    _add_jobs_command(subparsers, common, sampling)
+
     upscale = subparsers.add_parser("upscale", parents=[common], help="an image at four times its size")
     upscale.add_argument("image", metavar="IMAGE_OR_ID", help="a PNG/JPEG file, or an image id from an earlier answer")
     upscale.add_argument("--out", metavar="FILE", type=Path, help="file to write (default: upscaled-<id>.png)")
@@ -131,16 +135,84 @@ def _sampling_options(args: argparse.Namespace) -> dict:
 
 @_reporting_errors
 def _run_generate(args: argparse.Namespace) -> None:
-    with Client(args.url) as client, _spinner("generating"):
-        result = client.generate(args.prompt, generators=args.generators, **_sampling_options(args))
+    with Client(args.url) as client, ProgressBars() as bars:
+        result = bars.follow(client.generate_stream(args.prompt, generators=args.generators, **_sampling_options(args)))
     _save_and_show(result, args)
 
 
 @_reporting_errors
 def _run_diffuse(args: argparse.Namespace) -> None:
-    with Client(args.url) as client, _spinner("diffusing"):
-        result = client.diffuse(args.image, args.prompt, skip_rate=args.skip_rate, **_sampling_options(args))
+    with Client(args.url) as client, ProgressBars() as bars:
+        result = bars.follow(client.diffuse_stream(args.image, args.prompt, skip_rate=args.skip_rate, **_sampling_options(args)))
     _save_and_show(result, args)
+
+
+def _add_jobs_command(subparsers, common: argparse.ArgumentParser, sampling: argparse.ArgumentParser) -> None:
+    jobs = subparsers.add_parser("jobs", help="generate or diffuse in the background: submit, status, wait, cancel")
+    actions = jobs.add_subparsers(dest="action", required=True)
+    submit = actions.add_parser(
+        "submit", parents=[common, sampling], help="queue a generate request (with --image: a diffuse request); prints the job id"
+    )
+    submit.add_argument("prompt")
+    submit.add_argument(
+        "--generators", metavar="NAMES", type=lambda text: text.split(","), help="comma-separated (default: all enabled)"
+    )
+    submit.add_argument("--image", metavar="IMAGE_OR_ID", help="make variations of this image: a file or an image id")
+    submit.add_argument(
+        "--skip-rate", metavar="RATE", type=float, default=_default(DiffuseRequest, "skip_rate"),
+        help="with --image: share of the schedule skipped, 0 to 1 (default: %(default)s)",
+    )  # fmt: skip
+    submit.set_defaults(func=_run_job_submit)
+    for name, text, run in (
+        ("status", "a job's status, queue position and progress", _run_job_status),
+        ("cancel", "cancel a queued or running job", _run_job_cancel),
+        ("wait", "follow a job with progress bars; once done, save its grid and images", _run_job_wait),
+    ):
+        action = actions.add_parser(name, parents=[common], help=text)
+        action.add_argument("job_id", metavar="JOB_ID")
+        if name == "wait":
+            action.add_argument("--out", metavar="DIR", type=Path, default=Path("."), help="folder for the grid and the images (default: .)")
+        action.set_defaults(func=run)
+
+
+def _show_job(job: Job, args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(job.model_dump(mode="json", exclude={"result": {"candidates": {"__all__": {"image"}}}}), indent=2))
+        return
+    where = f" (position {job.queue_position} in the queue)" if job.queue_position is not None else ""
+    steps = ", ".join(f"{name} {p.step}/{p.step_count}" for name, p in job.progress.items())
+    print(" ".join(part for part in (job.id, job.status + where, steps, job.error or "") if part))
+
+
+@_reporting_errors
+def _run_job_submit(args: argparse.Namespace) -> None:
+    with Client(args.url) as client:
+        if args.image is None:
+            job = client.submit_generate(args.prompt, generators=args.generators, **_sampling_options(args))
+        else:
+            job = client.submit_diffuse(args.image, args.prompt, skip_rate=args.skip_rate, **_sampling_options(args))
+    _show_job(job, args) if args.json else print(job.id)
+
+
+@_reporting_errors
+def _run_job_status(args: argparse.Namespace) -> None:
+    with Client(args.url) as client:
+        _show_job(client.job(args.job_id), args)
+
+
+@_reporting_errors
+def _run_job_cancel(args: argparse.Namespace) -> None:
+    with Client(args.url) as client:
+        _show_job(client.cancel_job(args.job_id), args)
+
+
+@_reporting_errors
+def _run_job_wait(args: argparse.Namespace) -> None:
+    with Client(args.url) as client, ProgressBars() as bars:
+        job = client.wait_job(args.job_id, on_update=bars.show_job)
+    if job.status != "done":
+        raise DalleflowError(f"job {job.id} {job.status}" + (f": {job.error}" if job.error else ""))
+    _save_and_show(Result(job.result), args)
 
 
 @_reporting_errors

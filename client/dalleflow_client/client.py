@@ -14,9 +14,11 @@ they differ only in how they send.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from pydantic import BaseModel
 from .errors import DalleflowError, RequestError, TransportError
 from .images import decode_image, encode_png
 from .results import CandidateImage, Result, UpscaledImage
+from .streaming import STREAM_HEADERS, Event, aiter_events, is_finished, iter_events, read_job
 from .retries import AsyncRetryTransport, RetryPolicy, RetryTransport
 from .schemas import (
     IMAGE_ID_PATTERN,
@@ -36,6 +39,7 @@ from .schemas import (
     DiffuseRequest,
     GenerateRequest,
     GenerateResponse,
+    Job,
     ModelInfo,
     ModelsResponse,
     UpscaleRequest,
@@ -147,6 +151,17 @@ def image_call(image_id: str) -> Call[Image.Image]:
     return Call("GET", f"/v1/images/{image_id}", lambda response: decode_image(response.content))
 
 
+def submit_call(kind: str, request: Call[Result]) -> Call[Job]:
+    """POST /v1/jobs with the body `request` (a generate_call or diffuse_call) would send."""
+    return Call("POST", "/v1/jobs", read_job, {"kind": kind, "request": request.body})
+
+
+def job_call(job_id: str, method: str = "GET") -> Call[Job]:
+    if not _IMAGE_ID.fullmatch(job_id):  # job ids have the shape of image ids
+        raise ValueError(f"{job_id!r} is not a job id (32 hex digits)")
+    return Call(method, f"/v1/jobs/{job_id}", read_job)
+
+
 @contextmanager
 def _no_answer_as_error(base_url: httpx.URL, call: Call) -> Iterator[None]:
     try:
@@ -229,6 +244,93 @@ class Client:
         """An image the server stored for an earlier answer."""
         return self._send(image_call(image_id), timeout)
 
+    def _stream(self, call: Call[Result], timeout: CallTimeout) -> Iterator[Event]:
+        with _no_answer_as_error(self._http.base_url, call):
+            with self._http.stream(
+                call.method, call.path, json=call.body, headers=STREAM_HEADERS, timeout=timeout
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    check_response(response)
+                yield from iter_events(response)
+
+    def generate_stream(
+        self,
+        prompt: str,
+        num_images: int = 4,
+        generators: list[str] | None = None,
+        seed: int | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        negative_prompt: str | None = None,
+        *,
+        timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
+    ) -> Iterator[Event]:
+        """generate as it runs: a ProgressEvent per model step (with a small preview), a
+        GeneratedEvent per generator, then a ResultEvent (Result(event.result) is what
+        generate returns). Stopping the iteration early cancels the work on the server."""
+        return self._stream(generate_call(
+            prompt=prompt, num_images=num_images, generators=generators, seed=seed,
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+        ), timeout)  # fmt: skip
+
+    def diffuse_stream(
+        self,
+        image: ImageInput,
+        prompt: str,
+        skip_rate: float = 0.5,
+        num_images: int = 4,
+        seed: int | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        negative_prompt: str | None = None,
+        *,
+        timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
+    ) -> Iterator[Event]:
+        """diffuse as it runs; see generate_stream."""
+        return self._stream(diffuse_call(
+            image, prompt=prompt, skip_rate=skip_rate, num_images=num_images, seed=seed,
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+        ), timeout)  # fmt: skip
+
+    def submit_generate(self, prompt: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT, **options: Any) -> Job:
+        """Queues a generate request (generate's options) as a job; answers at once."""
+        return self._send(submit_call("generate", generate_call(prompt=prompt, **options)), timeout)
+
+    def submit_diffuse(
+        self, image: ImageInput, prompt: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT, **options: Any
+    ) -> Job:
+        """Queues a diffuse request (diffuse's options) as a job; answers at once."""
+        return self._send(submit_call("diffuse", diffuse_call(image, prompt=prompt, **options)), timeout)
+
+    def job(self, job_id: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> Job:
+        """The job's status, queue position, progress, and its result once done."""
+        return self._send(job_call(job_id), timeout)
+
+    def cancel_job(self, job_id: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> Job:
+        """Cancels that job (a RequestError 409 if it already finished)."""
+        return self._send(job_call(job_id, "DELETE"), timeout)
+
+    def wait_job(
+        self,
+        job_id: str,
+        poll_interval: float = 0.5,
+        wait_timeout: float | None = None,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Polls the job until it is done, failed or cancelled, and returns it; on_update
+        sees each poll's answer. A TimeoutError after wait_timeout seconds."""
+        deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
+        while True:
+            job = self.job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if is_finished(job):
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status} after {wait_timeout} s")
+            time.sleep(poll_interval)
+
     def close(self) -> None:
         self._http.close()
 
@@ -304,6 +406,87 @@ class AsyncClient:
 
     async def image(self, image_id: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> Image.Image:
         return await self._send(image_call(image_id), timeout)
+
+    async def _stream(self, call: Call[Result], timeout: CallTimeout) -> AsyncIterator[Event]:
+        with _no_answer_as_error(self._http.base_url, call):
+            async with self._http.stream(
+                call.method, call.path, json=call.body, headers=STREAM_HEADERS, timeout=timeout
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    check_response(response)
+                async for event in aiter_events(response):
+                    yield event
+
+    def generate_stream(
+        self,
+        prompt: str,
+        num_images: int = 4,
+        generators: list[str] | None = None,
+        seed: int | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        negative_prompt: str | None = None,
+        *,
+        timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
+    ) -> AsyncIterator[Event]:
+        """See Client.generate_stream: `async for event in client.generate_stream(...)`."""
+        return self._stream(generate_call(
+            prompt=prompt, num_images=num_images, generators=generators, seed=seed,
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+        ), timeout)  # fmt: skip
+
+    def diffuse_stream(
+        self,
+        image: ImageInput,
+        prompt: str,
+        skip_rate: float = 0.5,
+        num_images: int = 4,
+        seed: int | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        negative_prompt: str | None = None,
+        *,
+        timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
+    ) -> AsyncIterator[Event]:
+        """See Client.diffuse_stream."""
+        return self._stream(diffuse_call(
+            image, prompt=prompt, skip_rate=skip_rate, num_images=num_images, seed=seed,
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+        ), timeout)  # fmt: skip
+
+    async def submit_generate(self, prompt: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT, **options: Any) -> Job:
+        return await self._send(submit_call("generate", generate_call(prompt=prompt, **options)), timeout)
+
+    async def submit_diffuse(
+        self, image: ImageInput, prompt: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT, **options: Any
+    ) -> Job:
+        return await self._send(submit_call("diffuse", diffuse_call(image, prompt=prompt, **options)), timeout)
+
+    async def job(self, job_id: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> Job:
+        return await self._send(job_call(job_id), timeout)
+
+    async def cancel_job(self, job_id: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> Job:
+        return await self._send(job_call(job_id, "DELETE"), timeout)
+
+    async def wait_job(
+        self,
+        job_id: str,
+        poll_interval: float = 0.5,
+        wait_timeout: float | None = None,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """See Client.wait_job."""
+        deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
+        while True:
+            job = await self.job(job_id)
+            if on_update is not None:
+                on_update(job)
+            if is_finished(job):
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status} after {wait_timeout} s")
+            await asyncio.sleep(poll_interval)
 
     async def close(self) -> None:
         await self._http.aclose()

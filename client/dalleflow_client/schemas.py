@@ -9,9 +9,9 @@ guidance_scale) and dalle-flow (skip_rate, num_images).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 MAX_PROMPT_CHARS = 300
 MAX_GENERATE_IMAGES = 16
@@ -110,3 +110,92 @@ class ModelInfo(BaseModel):
 
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+
+
+# Streaming: POST /v1/generate or /v1/diffuse with `Accept: application/x-ndjson`
+# answers one JSON event per line instead of one JSON answer: progress while each
+# generator runs, each generator's images as it finishes, then the same answer as
+# without streaming. The request body is the same either way.
+NDJSON = "application/x-ndjson"
+
+
+class ProgressEvent(BaseModel):
+    type: Literal["progress"] = "progress"
+    generator: str = Field(description="The generator (or \"refiner\") that made the step.")
+    step: int = Field(description="Steps done, 1 to step_count.")
+    step_count: int
+    preview: str | None = Field(None, description="A small base64 PNG of the images so far, side by side, where the model has one.")
+
+
+class GeneratedImage(BaseModel):
+    seed: int
+    image: str = Field(description="base64 PNG")
+    width: int
+    height: int
+
+
+class GeneratedEvent(BaseModel):
+    """One generator is done: its images, not ranked yet (none when it failed)."""
+
+    type: Literal["generated"] = "generated"
+    generator: str
+    report: StageReport
+    images: list[GeneratedImage] = []
+
+
+class ResultEvent(BaseModel):
+    """The last event: the ranked answer, as the same request without streaming gets it."""
+
+    type: Literal["result"] = "result"
+    result: GenerateResponse
+
+
+class ErrorEvent(BaseModel):
+    """The last event when the request failed after the stream began (the HTTP status was already sent)."""
+
+    type: Literal["error"] = "error"
+    status_code: int = Field(description="The status the request would have had without streaming.")
+    detail: str
+
+
+StreamEvent = Annotated[ProgressEvent | GeneratedEvent | ResultEvent | ErrorEvent, Field(discriminator="type")]
+STREAM_EVENT = TypeAdapter(StreamEvent)
+
+
+# Jobs: POST /v1/jobs queues a generate or diffuse request and answers at once with
+# the job; GET /v1/jobs/{id} follows it; DELETE /v1/jobs/{id} cancels it.
+JOB_ID_PATTERN = IMAGE_ID_PATTERN
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+FINISHED_JOB_STATUSES = ("done", "failed", "cancelled")
+
+
+class GenerateJobRequest(_Request):
+    kind: Literal["generate"] = "generate"
+    request: GenerateRequest
+
+
+class DiffuseJobRequest(_Request):
+    kind: Literal["diffuse"] = "diffuse"
+    request: DiffuseRequest
+
+
+JobRequest = Annotated[GenerateJobRequest | DiffuseJobRequest, Field(discriminator="kind")]
+
+
+class StepProgress(BaseModel):
+    step: int
+    step_count: int
+
+
+class Job(BaseModel):
+    id: str
+    kind: Literal["generate", "diffuse"]
+    status: JobStatus
+    queue_position: int | None = Field(None, description="Jobs to run before this one (0: next); None unless queued on the replica that answers.")
+    progress: dict[str, StepProgress] = Field(default_factory=dict, description="Steps done per generator.")
+    created_at: float = Field(description="Unix time.")
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float = Field(description="When the replica running it last wrote it (at least every few seconds until it ends).")
+    result: GenerateResponse | None = Field(None, description="The answer, once done.")
+    error: str | None = Field(None, description="Why it failed.")

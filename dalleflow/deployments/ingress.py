@@ -14,6 +14,7 @@ from ray.serve.handle import DeploymentHandle
 
 from dalleflow.service.flow import Flow
 from dalleflow.service.http import create_app
+from dalleflow.service.jobs import JobManager
 from dalleflow.service.stages import HandleStage
 from dalleflow.service.store import ImageStore
 
@@ -47,10 +48,12 @@ class Ingress:
             models=models,
             generator_timeout_s=generator_timeout_s,
         )
+        self.jobs = JobManager(self.flow)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         app = create_app(jina_compat_enabled=self.jina_compat)
         app.state.flow = self.flow
+        app.state.jobs = self.jobs
         return app
 
     # The same calls as the HTTP routes, for Ray Python handles:
@@ -64,3 +67,22 @@ class Ingress:
 
     async def upscale(self, request):
         return await self.flow.upscale(request)
+
+    # Streaming through a handle: handle.options(stream=True).generate_stream.remote(request)
+    # gives the same events as the HTTP stream, as objects.
+    async def generate_stream(self, request):
+        async for event in await self.flow.generate_events(request):
+            yield event
+
+    async def diffuse_stream(self, request):
+        async for event in await self.flow.diffuse_events(request):
+            yield event
+
+    async def submit_job(self, request):
+        return await self.jobs.submit(request)
+
+    async def job(self, job_id: str):
+        return await self.jobs.get(job_id)
+
+    async def cancel_job(self, job_id: str):
+        return await self.jobs.cancel(job_id)

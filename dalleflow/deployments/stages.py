@@ -22,6 +22,7 @@ from ray.serve import metrics
 
 from dalleflow.models.batching import GenerateCall, generate_together
 from dalleflow.models.factory import ModelSpec, create_model
+from dalleflow.service.progress import SteppedCall
 
 
 class Batching(BaseModel):
@@ -81,9 +82,33 @@ class _ModelStage:
             raise RuntimeError("model not loaded")
 
 
+class _SteppedStage(_ModelStage):
+    """A stage whose model has a step loop: its calls can also stream their steps
+    (unbatched: a stream is one request's own model call)."""
+
+    def __init__(self, spec: dict):
+        super().__init__(spec)
+        self._step_counts: Counter[str] = Counter()
+
+    async def stream(self, method: str, *args, **kwargs):
+        """`method` as a stream: a Step per step, then Done(answer). A cancelled
+        request (a client gone) stops the model at its next step."""
+        call = SteppedCall(getattr(self.model, method), *args, on_finish=self._count, **kwargs)
+        async for event in call.events():
+            yield event
+
+    def _count(self, call: SteppedCall) -> None:
+        self._step_counts["steps_run"] += call.steps_run
+        self._step_counts[call.outcome] += 1
+
+    def step_counts(self) -> dict[str, int]:
+        """Steps this replica's streamed calls ran, and how many calls ended done, failed or cancelled."""
+        return {key: self._step_counts[key] for key in ("steps_run", "done", "failed", "cancelled")}
+
+
 # max_ongoing_requests >= max_batch_size x concurrent batches (1), or no batch could fill.
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16, user_config=DEFAULT_BATCHING.model_dump())
-class Generator(_ModelStage):
+class Generator(_SteppedStage):
     def __init__(self, spec: dict):
         super().__init__(spec)
         self._images = metrics.Counter("dalleflow_images_generated", description="Images the generators made.")
@@ -118,7 +143,7 @@ class Ranker(_ModelStage):
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=8)
-class Refiner(_ModelStage):
+class Refiner(_SteppedStage):
     def refine(self, image, prompt: str, **kwargs):
         return self.model.refine(image, prompt, **kwargs)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 class ServiceError(Exception):
     status_code = 500
+    headers: dict[str, str] | None = None  # sent with the error answer (Retry-After, say)
 
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)

@@ -4,6 +4,13 @@ It holds no model: every stage is reached through a Stage (see stages.py).
 A generator that fails or runs past its deadline is reported in the answer and
 left out of the pool; the request fails only when no generator produced an
 image or the ranker could not rank.
+
+One code path serves both answers (min-dalle's way): generate_events and
+diffuse_events check the request, then give its run as events (progress per
+step, each generator's images as it finishes, the ranked result last);
+generate and diffuse run the same events without progress and keep the last.
+Without progress a stage is reached with a plain call, which its deployment
+may batch with other requests; with progress, through its step stream.
 """
 
 from __future__ import annotations
@@ -11,15 +18,23 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 
 from dalleflow_client.schemas import (
     Candidate,
     DiffuseRequest,
+    GeneratedEvent,
+    GeneratedImage,
     GenerateRequest,
     GenerateResponse,
     ModelInfo,
+    ProgressEvent,
+    ResultEvent,
     StageReport,
+    StreamEvent,
     UpscaleRequest,
     UpscaleResponse,
 )
@@ -27,6 +42,7 @@ from PIL import Image
 
 from dalleflow.service.errors import InvalidInput, StageUnavailable
 from dalleflow.service.images import decode_image, encode_png
+from dalleflow.service.progress import Done
 from dalleflow.service.stages import Stage
 from dalleflow.service.store import ImageStore
 
@@ -42,16 +58,51 @@ class Flow:
     generator_timeout_s: float = 120.0
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
+        return await final_result(await self.generate_events(request, with_progress=False))
+
+    async def diffuse(self, request: DiffuseRequest) -> GenerateResponse:
+        return await final_result(await self.diffuse_events(request, with_progress=False))
+
+    async def generate_events(self, request: GenerateRequest, with_progress: bool = True) -> AsyncIterator[StreamEvent]:
+        """Checks the request now (InvalidInput before any event), then gives its run as events."""
         names = self._chosen_generators(request.generators)
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        return self._generate_run(request, names, seed, with_progress)
+
+    async def diffuse_events(self, request: DiffuseRequest, with_progress: bool = True) -> AsyncIterator[StreamEvent]:
+        """Loads the image now (NotFound, InvalidInput before any event), then gives the run as events."""
+        image = await self._input_image(request.image, request.image_id)
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+        return self._diffuse_run(request, image, seed, with_progress)
+
+    async def _generate_run(
+        self, request: GenerateRequest, names: list[str], seed: int, with_progress: bool
+    ) -> AsyncIterator[StreamEvent]:
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        outcomes = await asyncio.gather(
-            *(self._run_generator(name, request, seed) for name in names)
-        )
+        # Every generator's task puts its events here; this generator passes them on as they come.
+        events: asyncio.Queue[ProgressEvent | GeneratedEvent] = asyncio.Queue()
+        emit = events.put_nowait if with_progress else None
+        outcomes: dict[str, tuple[StageReport, list[Image.Image]]] = {}
+
+        async def run(name: str) -> None:
+            outcomes[name] = await self._run_generator(name, request, seed, emit)
+            report, images = outcomes[name]
+            events.put_nowait(GeneratedEvent(generator=name, report=report, images=_generated(images, seed, with_progress)))
+
+        tasks = [asyncio.create_task(run(name)) for name in names]
+        try:
+            finished_count = 0
+            while finished_count < len(names):
+                event = await events.get()
+                finished_count += isinstance(event, GeneratedEvent)
+                yield event
+        finally:
+            for task in tasks:  # only left running when this run is cancelled or closed early
+                task.cancel()
         timings["generate"] = time.perf_counter() - started
-        reports = {name: report for name, (report, _) in zip(names, outcomes)}
-        pool = [(name, seed + i, image) for name, (_, images) in zip(names, outcomes) for i, image in enumerate(images)]
+        reports = {name: outcomes[name][0] for name in names}
+        pool = [(name, seed + i, image) for name in names for i, image in enumerate(outcomes[name][1])]
         if not pool:
             raise StageUnavailable(
                 "no generator produced an image: "
@@ -60,34 +111,43 @@ class Flow:
         parameters = request.model_dump(exclude={"prompt", "seed", "generators"})
         candidates = await self._rank_and_store(request.prompt, pool, parameters, timings)
         timings["total"] = time.perf_counter() - started
-        return GenerateResponse(
+        yield ResultEvent(result=GenerateResponse(
             id=secrets.token_hex(16), prompt=request.prompt, seed=seed,
             candidates=candidates, generators=reports, timings=timings,
-        )
+        ))  # fmt: skip
 
-    async def diffuse(self, request: DiffuseRequest) -> GenerateResponse:
-        image = await self._input_image(request.image, request.image_id)
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
+    async def _diffuse_run(
+        self, request: DiffuseRequest, image: Image.Image, seed: int, with_progress: bool
+    ) -> AsyncIterator[StreamEvent]:
         timings: dict[str, float] = {}
         started = time.perf_counter()
+        variations: list[Image.Image] = []
         try:
-            variations = await self.refiner.call(
-                "refine", image, request.prompt, skip_rate=request.skip_rate, num_images=request.num_images,
-                seed=seed, num_inference_steps=request.num_inference_steps,
-                guidance_scale=request.guidance_scale, negative_prompt=request.negative_prompt,
-            )
+            steps = self._stage_events(
+                self.refiner, "refine", "refiner", with_progress, image, request.prompt,
+                skip_rate=request.skip_rate, num_images=request.num_images, seed=seed,
+                num_inference_steps=request.num_inference_steps, guidance_scale=request.guidance_scale,
+                negative_prompt=request.negative_prompt,
+            )  # fmt: skip
+            async with aclosing(steps):
+                async for event in steps:
+                    if isinstance(event, Done):
+                        variations = event.output
+                    else:
+                        yield event
         except Exception as error:
             raise StageUnavailable(f"refiner failed: {error}") from error
         timings["refine"] = time.perf_counter() - started
         report = StageReport(status="ok", count=len(variations), seconds=timings["refine"])
+        yield GeneratedEvent(generator="refiner", report=report, images=_generated(variations, seed, with_progress))
         parameters = request.model_dump(exclude={"prompt", "seed", "image"})
         pool = [("refiner", seed + i, variation) for i, variation in enumerate(variations)]
         candidates = await self._rank_and_store(request.prompt, pool, parameters, timings)
         timings["total"] = time.perf_counter() - started
-        return GenerateResponse(
+        yield ResultEvent(result=GenerateResponse(
             id=secrets.token_hex(16), prompt=request.prompt, seed=seed,
             candidates=candidates, generators={"refiner": report}, timings=timings,
-        )
+        ))  # fmt: skip
 
     async def upscale(self, request: UpscaleRequest) -> UpscaleResponse:
         image = await self._input_image(request.image, request.image_id)
@@ -132,18 +192,23 @@ class Flow:
         return list(dict.fromkeys(requested))
 
     async def _run_generator(
-        self, name: str, request: GenerateRequest, seed: int
+        self, name: str, request: GenerateRequest, seed: int, emit: Callable[[ProgressEvent], None] | None
     ) -> tuple[StageReport, list[Image.Image]]:
         started = time.perf_counter()
+        images: list[Image.Image] = []
         try:
-            images = await asyncio.wait_for(
-                self.generators[name].call(
-                    "generate", [request.prompt], num_images=request.num_images, seed=seed,
-                    num_inference_steps=request.num_inference_steps, guidance_scale=request.guidance_scale,
-                    negative_prompt=request.negative_prompt,
-                ),
-                timeout=self.generator_timeout_s,
-            )
+            async with asyncio.timeout(self.generator_timeout_s):
+                steps = self._stage_events(
+                    self.generators[name], "generate", name, emit is not None, [request.prompt],
+                    num_images=request.num_images, seed=seed, num_inference_steps=request.num_inference_steps,
+                    guidance_scale=request.guidance_scale, negative_prompt=request.negative_prompt,
+                )  # fmt: skip
+                async with aclosing(steps):
+                    async for event in steps:
+                        if isinstance(event, Done):
+                            images = event.output
+                        else:
+                            emit(event)
         except TimeoutError:
             seconds = time.perf_counter() - started
             return StageReport(status="timeout", seconds=seconds, error=f"no answer in {self.generator_timeout_s} s"), []
@@ -151,6 +216,24 @@ class Flow:
             seconds = time.perf_counter() - started
             return StageReport(status="failed", seconds=seconds, error=f"{type(error).__name__}: {error}"), []
         return StageReport(status="ok", count=len(images), seconds=time.perf_counter() - started), images
+
+    @staticmethod
+    async def _stage_events(
+        stage: Stage, method: str, name: str, with_progress: bool, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[ProgressEvent | Done]:
+        """The stage's answer as Done(answer); with progress, a ProgressEvent per step before it."""
+        if not with_progress:
+            yield Done(await stage.call(method, *args, **kwargs))
+            return
+        steps = stage.stream(method, *args, **kwargs)
+        async with aclosing(steps):
+            async for event in steps:
+                if isinstance(event, Done):
+                    yield event
+                    return
+                preview = encode_png(event.preview) if event.preview is not None else None
+                yield ProgressEvent(generator=name, step=event.step, step_count=event.step_count, preview=preview)
+        raise RuntimeError(f"{name}: the step stream ended without an answer")
 
     async def _rank_and_store(
         self, prompt: str, pool: list[tuple[str, int, Image.Image]], parameters: dict, timings: dict[str, float]
@@ -184,3 +267,22 @@ class Flow:
         if image_id is not None:
             return await asyncio.to_thread(self.store.load, image_id)
         return await asyncio.to_thread(decode_image, data, "image")
+
+
+async def final_result(events: AsyncIterator[StreamEvent]) -> GenerateResponse:
+    """The run's answer: its last event, once every other one has passed."""
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, ResultEvent):
+                return event.result
+    raise RuntimeError("the run ended without a result")
+
+
+def _generated(images: list[Image.Image], seed: int, with_progress: bool) -> list[GeneratedImage]:
+    # Only a stream shows images before the ranking; the plain answer skips the encoding.
+    if not with_progress:
+        return []
+    return [
+        GeneratedImage(seed=seed + i, image=encode_png(image), width=image.width, height=image.height)
+        for i, image in enumerate(images)
+    ]

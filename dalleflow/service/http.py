@@ -6,30 +6,82 @@ through Ray Serve, and tests or benchmarks can serve it in-process.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
 from dalleflow_client.schemas import (
     MAX_IMAGE_BASE64_CHARS,
+    NDJSON,
     DiffuseRequest,
+    ErrorEvent,
     GenerateRequest,
     GenerateResponse,
+    Job,
+    JobRequest,
     ModelsResponse,
+    StreamEvent,
     UpscaleRequest,
     UpscaleResponse,
 )
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from dalleflow.service import jina_compat
 from dalleflow.service.errors import ServiceError
 from dalleflow.service.flow import Flow
+from dalleflow.service.jobs import JobManager
 from dalleflow.web import STATIC_DIR
 
 # The largest body a route accepts: one base64 image and a few small fields.
 MAX_BODY_BYTES = MAX_IMAGE_BASE64_CHARS + 64_000
 
 
+logger = logging.getLogger(__name__)
+
+# POST /v1/generate and /v1/diffuse answer a stream when the request asks for one.
+STREAMED = {
+    200: {
+        "description": f"The answer; with `Accept: {NDJSON}`, a stream of events (StreamEvent), one JSON object a line: "
+        "progress per step, each generator's images, then the result, or an error event.",
+        "content": {NDJSON: {}},
+    }
+}
+
+
 def _flow(request: Request) -> Flow:
     return request.app.state.flow
+
+
+def _jobs(request: Request) -> JobManager:
+    state = request.app.state
+    if getattr(state, "jobs", None) is None:  # an app served in-process: its flow's own jobs
+        state.jobs = JobManager(state.flow)
+    return state.jobs
+
+
+def _wants_stream(request: Request) -> bool:
+    return NDJSON in request.headers.get("accept", "")
+
+
+def _ndjson(events: AsyncIterator[StreamEvent]) -> StreamingResponse:
+    """The events, one JSON line each. The status (200) is sent before the run, so a
+    failure during it is the last line: an error event with the status it would have had."""
+
+    async def lines() -> AsyncIterator[str]:
+        async with aclosing(events):
+            try:
+                async for event in events:
+                    yield event.model_dump_json() + "\n"
+            except ServiceError as error:
+                yield ErrorEvent(status_code=error.status_code, detail=error.message).model_dump_json() + "\n"
+            except Exception as error:
+                logger.exception("a streamed request failed")
+                yield ErrorEvent(status_code=500, detail=f"internal error: {type(error).__name__}").model_dump_json() + "\n"
+
+    # no-cache and X-Accel-Buffering: no, so proxies pass each line on as it comes.
+    return StreamingResponse(lines(), media_type=NDJSON, headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
 def create_app(jina_compat_enabled: bool = True) -> FastAPI:
@@ -56,7 +108,7 @@ def create_app(jina_compat_enabled: bool = True) -> FastAPI:
             detail = [{"loc": ["body", error.field], "msg": error.message, "type": "value_error"}]
         else:
             detail = error.message
-        return JSONResponse(status_code=error.status_code, content={"detail": detail})
+        return JSONResponse(status_code=error.status_code, content={"detail": detail}, headers=error.headers)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -74,13 +126,31 @@ def create_app(jina_compat_enabled: bool = True) -> FastAPI:
     async def models(request: Request) -> ModelsResponse:
         return ModelsResponse(models=_flow(request).models)
 
-    @app.post("/v1/generate")
+    @app.post("/v1/generate", responses=STREAMED)
     async def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
+        if _wants_stream(request):
+            return _ndjson(await _flow(request).generate_events(body))
         return await _flow(request).generate(body)
 
-    @app.post("/v1/diffuse")
+    @app.post("/v1/diffuse", responses=STREAMED)
     async def diffuse(body: DiffuseRequest, request: Request) -> GenerateResponse:
+        if _wants_stream(request):
+            return _ndjson(await _flow(request).diffuse_events(body))
         return await _flow(request).diffuse(body)
+
+    @app.post("/v1/jobs", status_code=202)
+    async def submit_job(body: JobRequest, request: Request) -> Job:
+        """Queues a generate or diffuse request; follow it with GET /v1/jobs/{id}."""
+        return await _jobs(request).submit(body)
+
+    @app.get("/v1/jobs/{job_id}")
+    async def job(job_id: str, request: Request) -> Job:
+        return await _jobs(request).get(job_id)
+
+    @app.delete("/v1/jobs/{job_id}")
+    async def cancel_job(job_id: str, request: Request) -> Job:
+        """Cancels the job: a queued one never runs, a running one stops between two model steps."""
+        return await _jobs(request).cancel(job_id)
 
     @app.post("/v1/upscale")
     async def upscale(body: UpscaleRequest, request: Request) -> UpscaleResponse:

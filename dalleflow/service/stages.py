@@ -2,18 +2,27 @@
 
 Both expose `await stage.call(method, *args, **kwargs)`, so the flow is written
 once and its Serve overhead can be measured against the same flow in-process.
+Stages whose model has a step loop (generators, the refiner) also expose
+`stage.stream(method, ...)`: the same call as an async iterator of Step events
+ending with Done(answer) (see progress.py); leaving the iteration early stops the
+model at its next step.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
+
+from dalleflow.service.progress import Done, Step, SteppedCall
 
 
 class Stage(Protocol):
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any: ...
 
     async def ready(self) -> bool: ...
+
+    def stream(self, method: str, *args: Any, **kwargs: Any) -> AsyncIterator[Step | Done]: ...
 
 
 class LocalStage:
@@ -27,6 +36,10 @@ class LocalStage:
 
     async def ready(self) -> bool:
         return True  # constructed means loaded
+
+    async def stream(self, method: str, *args: Any, **kwargs: Any) -> AsyncIterator[Step | Done]:
+        async for event in SteppedCall(getattr(self.model, method), *args, **kwargs).events():
+            yield event
 
 
 class HandleStage:
@@ -50,3 +63,14 @@ class HandleStage:
     async def ready(self) -> bool:
         # Answers only once a replica has finished loading its model.
         return await self.handle.ready.remote()
+
+    async def stream(self, method: str, *args: Any, **kwargs: Any) -> AsyncIterator[Step | Done]:
+        # The deployment's `stream` generator method (deployments/stages.py), streamed back.
+        events = self.handle.options(stream=True).stream.remote(method, *args, **kwargs)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            # Also when this request is cancelled or its reader leaves early: the
+            # replica gets CancelledError and stops the model at its next step.
+            events.cancel()

@@ -2,7 +2,8 @@
 
 An id is 32 hex characters (a uuid4); the only way from a request to the
 filesystem is through ids that match that pattern, so no request can name a
-path.
+path. Job records (service/jobs.py) live here too, as <id>.json next to the
+images, under the same ids and the same check.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ class ImageStore:
         self.root = Path(root) if root else default_store_path()
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, image_id: str) -> Path:
-        if not _ID.fullmatch(image_id):
-            raise NotFound(f"image_id {image_id!r} is not an image id (32 hex characters)", field="image_id")
+    def _path(self, item_id: str, suffix: str = ".png", kind: str = "image") -> Path:
+        if not _ID.fullmatch(item_id):
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise NotFound(f"{kind}_id {item_id!r} is not {article} {kind} id (32 hex characters)", field=f"{kind}_id")
         # Two levels of folders keep any one folder small.
-        return self.root / image_id[:2] / f"{image_id}.png"
+        return self.root / item_id[:2] / f"{item_id}{suffix}"
 
     def save(self, image: Image.Image, metadata: dict) -> str:
         image_id = uuid.uuid4().hex
@@ -68,3 +70,25 @@ class ImageStore:
 
         with Image.open(io.BytesIO(self.png_bytes(image_id))) as image:
             return json.loads(image.text["dalleflow"])
+
+    # Job records: JSON text the job code writes and reads (see service/jobs.py).
+
+    def save_job(self, job_id: str, record: str) -> None:
+        path = self._path(job_id, ".json", "job")
+        path.parent.mkdir(exist_ok=True)
+        temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # one per writer
+        temporary.write_text(record)
+        temporary.replace(path)  # a reader never sees half a record
+
+    def job_record(self, job_id: str) -> str:
+        path = self._path(job_id, ".json", "job")
+        if not path.is_file():
+            raise NotFound(f"job_id {job_id!r}: no such job", field="job_id")
+        return path.read_text()
+
+    def request_job_cancel(self, job_id: str) -> None:
+        """Leaves a note for the ingress replica that runs the job (it checks for one every second)."""
+        self._path(job_id, ".cancel", "job").touch()
+
+    def is_job_cancel_requested(self, job_id: str) -> bool:
+        return self._path(job_id, ".cancel", "job").is_file()

@@ -61,3 +61,12 @@ def test_refine_makes_seeded_variations(tiny_diffusion):
 def test_refine_refuses_a_skip_rate_outside_0_1(tiny_diffusion, skip_rate):
     with pytest.raises(ValueError, match="skip_rate"):
         tiny_diffusion.refine(render_caption(PROMPT), PROMPT, skip_rate=skip_rate)
+
+
+def test_the_callback_gets_a_preview_of_each_image_that_ends_near_it(tiny_diffusion):
+    previews = []
+    images = tiny_diffusion.generate([PROMPT], num_images=2, seed=3, num_inference_steps=4,
+                                     callback=lambda i, n, preview: previews.append(preview))  # fmt: skip
+    assert [[im.size for im in step] for step in previews] == [[(32, 32)] * 2] * 4
+    # The last step's predicted clean image is (up to the solver's last update) the answer.
+    assert np.abs(pixels(previews[-1]).astype(int) - pixels(images).astype(int)).mean() < 8

@@ -52,3 +52,23 @@ async def test_unknown_generators_name_the_field(tiny_diffusion, ranker, tmp_pat
 async def test_readiness_lists_every_stage(tiny_diffusion, ranker, tmp_path):
     stages = await flow({"good": LocalStage(tiny_diffusion)}, ranker, tmp_path).readiness()
     assert stages == {"generator:good": True, "ranker": True, "refiner": True, "upscaler": True}
+
+
+async def test_streaming_gives_progress_then_each_generators_images_then_the_same_answer(tiny_diffusion, ranker, tmp_path):
+    from dalleflow_client.schemas import GeneratedEvent, ProgressEvent, ResultEvent
+
+    stage = LocalStage(tiny_diffusion)
+    request = GenerateRequest(prompt=PROMPT, num_images=2, num_inference_steps=3, seed=4)
+    subject = flow({"a": stage, "b": stage}, ranker, tmp_path)
+    events = [event async for event in await subject.generate_events(request)]
+    assert isinstance(events[-1], ResultEvent)
+    progress = [e for e in events if isinstance(e, ProgressEvent)]
+    assert sorted((e.generator, e.step) for e in progress) == [(g, s) for g in "ab" for s in (1, 2, 3)]
+    assert all(e.step_count == 3 and e.preview for e in progress)
+    generated = [e for e in events if isinstance(e, GeneratedEvent)]
+    assert {e.generator for e in generated} == {"a", "b"}
+    assert all([i.seed for i in e.images] == [4, 5] for e in generated)
+    for generated_event in generated:  # a generator's images come after its last step
+        assert events.index(generated_event) > max(i for i, e in enumerate(events) if getattr(e, "generator", None) == generated_event.generator and isinstance(e, ProgressEvent))
+    streamed, plain = events[-1].result, await subject.generate(request)
+    assert [(c.generator, c.seed, c.image) for c in streamed.candidates] == [(c.generator, c.seed, c.image) for c in plain.candidates]

@@ -81,6 +81,20 @@ def wait_until_loaded(page: Page, selector: str) -> None:
     )
 
 
+# Records, in order, each step text a progress row shows and the first grid card: a
+# MutationObserver runs after every change, however fast the service answers.
+RECORD_WHAT_APPEARS_FIRST = """() => {
+  window.appeared = [];
+  new MutationObserver(() => {
+    for (const count of document.querySelectorAll("#progress-steps .step-count")) {
+      const text = count.textContent;
+      if (text.startsWith("step ") && !window.appeared.includes(text)) window.appeared.push(text);
+    }
+    if (document.querySelector("#candidates .card") && !window.appeared.includes("grid")) window.appeared.push("grid");
+  }).observe(document.body, { subtree: true, childList: true, characterData: true });
+}"""
+
+
 def card_ids(cards) -> list[str]:
     return cards.evaluate_all("cards => cards.map(card => card.dataset.id)")
 
@@ -93,6 +107,7 @@ def test_generate_pick_vary_upscale_download(page, shots):
     page.get_by_label("Images per generator").fill("2")
     page.get_by_label("Steps").fill("20")
     page.get_by_label("Seed").fill("5")
+    page.evaluate(RECORD_WHAT_APPEARS_FIRST)
     page.get_by_role("button", name="Generate").click()
     progress = page.get_by_role("status")
     expect(progress).to_be_visible()
@@ -102,6 +117,12 @@ def test_generate_pick_vary_upscale_download(page, shots):
     candidates = page.locator("#candidates .card")
     expect(candidates).to_have_count(2)
     expect(progress).to_be_hidden()
+    # The stream's progress was on the page, step by step with a preview, before the grid.
+    appeared = page.evaluate("window.appeared")
+    assert re.fullmatch(r"step \d+/20", appeared[0]) and appeared[-1] == "grid", appeared
+    row = page.locator('#progress-steps li[data-generator="diffusion"]')
+    assert row.locator(".step-count").text_content() == "done: 2 images"
+    assert row.locator(".step-preview").get_attribute("src").startswith("data:image/png;base64,")
     expect(candidates.locator(".rank")).to_have_text(["#0", "#1"])
     expect(candidates.locator(".generator")).to_have_text(["diffusion", "diffusion"])
     expect(candidates.locator(".score")).to_have_text([re.compile(r"^CLIP -?\d+\.\d\d$")] * 2)

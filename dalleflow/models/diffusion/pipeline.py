@@ -27,7 +27,8 @@ from dalleflow.models.diffusion.pixel_space import CoordinateUNet, PixelSpace
 from dalleflow.models.diffusion.text_encoder import TextEncoder
 
 # Called after each denoising step with (step_index, step_count, preview images
-# or None); returning True asks the loop to stop (diffusers' interrupt flag).
+# or None: the predicted clean images, one per image of the call); returning True
+# asks the loop to stop (diffusers' interrupt flag).
 StepCallback = Callable[[int, int, list[Image.Image] | None], bool | None]
 
 
@@ -109,6 +110,15 @@ class ShapesDiffusion:
             [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
         )
 
+    @staticmethod
+    def _predicted_clean(latents, prediction, timestep, scheduler) -> torch.Tensor:
+        """The clean image the model sees at this step (x0 from the noise prediction): the
+        preview a step callback gets, which sharpens as the loop goes on."""
+        alpha_bar = scheduler.alphas_cumprod[int(timestep)].to(latents.dtype)
+        if scheduler.config.prediction_type == "v_prediction":
+            return alpha_bar.sqrt() * latents - (1 - alpha_bar).sqrt() * prediction
+        return (latents - (1 - alpha_bar).sqrt() * prediction) / alpha_bar.sqrt()
+
     @torch.inference_mode()
     def _denoise(
         self,
@@ -130,9 +140,11 @@ class ShapesDiffusion:
             if is_guided:
                 conditional, unconditional = prediction.chunk(2)
                 prediction = unconditional + guidance_scale * (conditional - unconditional)
+            if callback is not None:
+                preview = to_pil(self.space.decode(self._predicted_clean(latents, prediction, timestep, scheduler)))
             latents = scheduler.step(prediction, timestep, latents).prev_sample
             if callback is not None:
-                if callback(step, len(timesteps), None):
+                if callback(step, len(timesteps), preview):
                     raise Interrupted(f"stopped after step {step + 1} of {len(timesteps)}")
         return to_pil(self.space.decode(latents))
 

@@ -55,8 +55,50 @@ async function post(path, body) {
   return data;
 }
 
-export const generate = (body) => post("v1/generate", body);
-export const diffuse = (body) => post("v1/diffuse", body);
+// The same request, answered as a stream (Accept: application/x-ndjson): one JSON event a
+// line, {type: "progress" | "generated" | "result" | "error"}. onEvent sees progress and
+// generated events as they come; the promise gives the result, the same answer as post().
+async function postStreamed(path, body, onEvent) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method: "POST",
+      headers: { "content-type": "application/json", accept: "application/x-ndjson" },
+      body: JSON.stringify(body),
+    });
+  } catch (error) {
+    throw new ApiError(0, `Cannot reach the service: ${error.message}`);
+  }
+  if (!response.ok) {
+    const text = await response.text();
+    let data = null;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      // not JSON: shown as text
+    }
+    throw toApiError(response.status, data, text.slice(0, 300));
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffered += value;
+    const lines = buffered.split("\n");
+    buffered = lines.pop(); // a line not finished yet
+    for (const line of lines.filter((text) => text.trim())) {
+      const event = JSON.parse(line);
+      if (event.type === "result") return event.result;
+      if (event.type === "error") throw toApiError(event.status_code, { detail: event.detail }, event.detail);
+      onEvent(event);
+    }
+  }
+  throw new ApiError(0, "The service closed the stream before the result");
+}
+
+export const generate = (body, onEvent) => postStreamed("v1/generate", body, onEvent);
+export const diffuse = (body, onEvent) => postStreamed("v1/diffuse", body, onEvent);
 export const upscale = (body) => post("v1/upscale", body);
 // The stored PNG, with its prompt, seed and parameters in its text chunks.
 export const imageUrl = (id) => `v1/images/${encodeURIComponent(id)}`;

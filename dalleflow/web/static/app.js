@@ -3,7 +3,8 @@
 import * as api from "./api.js";
 import { addToHistory, loadHistory } from "./history.js";
 import {
-  clearError, describe, markPicked, renderGrid, renderHistory, showError, sourceOf, startProgress,
+  clearError, describe, markPicked, renderGrid, renderHistory, showError, showGenerated, showStep, sourceOf,
+  startProgress,
 } from "./views.js";
 
 const byId = (id) => document.getElementById(id);
@@ -47,6 +48,12 @@ function remember(entries) {
   const history = addToHistory(entries.map(({ src, ...rest }) => rest));
   renderHistory(history, setPick);
   markPicked(pick && pick.id);
+}
+
+// The live view of a streamed request: a progress row per generator, with its preview.
+function showEvent(event) {
+  if (event.type === "progress") showStep(event);
+  else if (event.type === "generated") showGenerated(event);
 }
 
 function setPick(entry) {
@@ -95,7 +102,7 @@ generateForm.addEventListener("submit", (event) => {
   const fields = generateForm.elements;
   const body = { prompt: fields.prompt.value, num_images: numberOf(fields.num_images), ...sampling() };
   run("Generating", [generateForm], async () => {
-    const answer = await api.generate(body);
+    const answer = await api.generate(body, showEvent);
     const entries = answer.candidates.map((candidate) => record(candidate, answer.prompt, "candidate"));
     // A new grid starts a new round: the old pick and its variations stay in the history.
     pick = null;
@@ -118,7 +125,7 @@ varyForm.addEventListener("submit", (event) => {
     skip_rate: Number(fields.skip_rate.value), num_images: numberOf(fields.num_images), ...sampling(),
   };
   run("Making variations", [varyForm, generateForm], async () => {
-    const answer = await api.diffuse(body);
+    const answer = await api.diffuse(body, showEvent);
     const entries = answer.candidates.map((candidate) => record(candidate, answer.prompt, "variation"));
     renderGrid("variations", entries, setPick);
     byId("variations-summary").textContent = `skip rate ${body.skip_rate} · ${summary(answer)}`;

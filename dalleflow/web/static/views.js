@@ -1,6 +1,6 @@
 // Rendering only: ranked grids, the history strip, the progress view. No requests here.
 
-import { imageUrl } from "./api.js";
+import { imageUrl, pngDataUrl } from "./api.js";
 
 const byId = (id) => document.getElementById(id);
 
@@ -77,14 +77,15 @@ export function markPicked(id) {
   }
 }
 
-// Shows the progress view until the returned function is called; the elapsed time
-// is all the progress the blocking API can tell (streaming progress comes later).
+// Shows the progress view until the returned function is called: the elapsed time, and
+// a row per generator fed by the stream's events (showStep, showGenerated).
 export function startProgress(label) {
   const started = performance.now();
   const tick = () => {
     byId("elapsed").textContent = ((performance.now() - started) / 1000).toFixed(1);
   };
   byId("progress-label").textContent = label;
+  byId("progress-steps").replaceChildren();
   tick();
   byId("progress").hidden = false;
   const timer = setInterval(tick, 100);
@@ -92,6 +93,44 @@ export function startProgress(label) {
     clearInterval(timer);
     byId("progress").hidden = true;
   };
+}
+
+function stepRow(generator) {
+  const list = byId("progress-steps");
+  let row = list.querySelector(`[data-generator="${CSS.escape(generator)}"]`);
+  if (row) return row;
+  row = document.createElement("li");
+  row.dataset.generator = generator;
+  row.innerHTML =
+    '<span class="step-name"></span><progress></progress><span class="step-count"></span><img class="pixelated step-preview" alt="">';
+  row.querySelector(".step-name").textContent = generator;
+  row.querySelector("progress").setAttribute("aria-label", `${generator} progress`);
+  row.querySelector(".step-preview").hidden = true;
+  list.append(row);
+  return row;
+}
+
+// One model step: {generator, step, step_count, preview (a small base64 PNG, or null)}.
+export function showStep(event) {
+  const row = stepRow(event.generator);
+  const bar = row.querySelector("progress");
+  bar.max = event.step_count;
+  bar.value = event.step;
+  row.querySelector(".step-count").textContent = `step ${event.step}/${event.step_count}`;
+  if (event.preview) {
+    const preview = row.querySelector(".step-preview");
+    preview.src = pngDataUrl(event.preview);
+    preview.alt = `${event.generator}, step ${event.step}`;
+    preview.hidden = false;
+  }
+}
+
+// A generator is done: {generator, report: {status, count, error}}.
+export function showGenerated(event) {
+  const { status, count, error } = event.report;
+  const row = stepRow(event.generator);
+  row.dataset.status = status;
+  row.querySelector(".step-count").textContent = status === "ok" ? `done: ${count} images` : `${status}: ${error}`;
 }
 
 export function showError(message) {

@@ -1,0 +1,161 @@
+"""Jobs: a generate or diffuse request run in the background and followed by its id.
+
+    POST /v1/jobs {"kind": "generate", "request": {...}}   -> the job, queued
+    GET /v1/jobs/{id}                                       -> status, queue position, progress, result
+    DELETE /v1/jobs/{id}                                    -> cancels that job only
+
+A job runs on the ingress replica that took it, at most `concurrency` at once
+there; the others wait in arrival order. Its record is a JSON file in the result
+store, next to its images, written when it is queued, starts, makes progress (at
+most every PROGRESS_WRITE_S), and ends. So any replica answers GET for any job,
+and a restarted ingress still has every finished result. While a job is queued
+or running, its replica rewrites the record every HEARTBEAT_S; a record left
+unfinished and silent for STALE_AFTER_S belonged to a replica that is gone (a
+restart), and is answered as failed rather than left waiting forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from dalleflow_client.schemas import (
+    FINISHED_JOB_STATUSES,
+    DiffuseJobRequest,
+    GenerateJobRequest,
+    Job,
+    ProgressEvent,
+    ResultEvent,
+    StepProgress,
+    StreamEvent,
+)
+
+from dalleflow.service.errors import ServiceError
+from dalleflow.service.flow import Flow
+
+PROGRESS_WRITE_S = 0.5
+HEARTBEAT_S = 5.0
+STALE_AFTER_S = 30.0
+# How often a replica looks for cancel notes left by DELETEs that reached another replica.
+CANCEL_NOTE_POLL_S = 1.0
+
+
+class JobConflict(ServiceError):
+    status_code = 409
+
+
+class TooManyJobs(ServiceError):
+    status_code = 429
+    headers = {"Retry-After": "10"}
+
+
+class JobManager:
+    def __init__(self, flow: Flow, concurrency: int = 1, max_queued: int = 100):
+        self.flow = flow
+        self.store = flow.store
+        self.max_queued = max_queued
+        self._slots = asyncio.Semaphore(concurrency)
+        self._live: dict[str, Job] = {}  # queued or running on this replica, in arrival order
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._written_at: dict[str, float] = {}
+        # Records are written in the order of the changes they hold: a heartbeat's
+        # write never lands after the final one.
+        self._write_lock = asyncio.Lock()
+        self._watcher: asyncio.Task | None = None
+
+    async def submit(self, job_request: GenerateJobRequest | DiffuseJobRequest) -> Job:
+        """Checks the request now (the same 4xx as the direct call), then queues it."""
+        queued_count = sum(job.status == "queued" for job in self._live.values())
+        if queued_count >= self.max_queued:
+            raise TooManyJobs(f"{queued_count} jobs are queued, the limit is {self.max_queued}; try again later")
+        if isinstance(job_request, GenerateJobRequest):
+            events = await self.flow.generate_events(job_request.request)
+        else:
+            events = await self.flow.diffuse_events(job_request.request)
+        now = time.time()
+        job = Job(id=uuid.uuid4().hex, kind=job_request.kind, status="queued", created_at=now, updated_at=now)
+        self._live[job.id] = job
+        await self._write(job)
+        self._tasks[job.id] = asyncio.create_task(self._run(job, events))
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch())
+        return self._answer(job)
+
+    async def get(self, job_id: str) -> Job:
+        if job_id in self._live:
+            return self._answer(self._live[job_id])
+        job = Job.model_validate_json(await asyncio.to_thread(self.store.job_record, job_id))
+        if job.status not in FINISHED_JOB_STATUSES and time.time() - job.updated_at > STALE_AFTER_S:
+            # No replica has written it for a long while: the one that ran it is gone.
+            job.error = f"lost: the service stopped while the job was {job.status}; submit it again"
+            job.status, job.queue_position, job.finished_at = "failed", None, time.time()
+            await self._write(job)
+        return job
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancels the job (a running one stops between two model steps); a finished job is a 409."""
+        task = self._tasks.get(job_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})
+            return await self.get(job_id)
+        job = await self.get(job_id)
+        if job.status == "cancelled":
+            return job
+        if job.status in FINISHED_JOB_STATUSES:
+            raise JobConflict(f"job {job_id} is already {job.status}", field="job_id")
+        await asyncio.to_thread(self.store.request_job_cancel, job_id)  # another replica runs it
+        return job
+
+    def _answer(self, job: Job) -> Job:
+        answer = job.model_copy(deep=True)
+        if job.status == "queued":
+            queued = [other for other in self._live.values() if other.status == "queued"]
+            answer.queue_position = queued.index(job)
+        return answer
+
+    async def _run(self, job: Job, events: AsyncIterator[StreamEvent]) -> None:
+        try:
+            async with aclosing(events), self._slots:
+                job.status, job.started_at = "running", time.time()
+                await self._write(job)
+                async for event in events:
+                    if isinstance(event, ProgressEvent):
+                        job.progress[event.generator] = StepProgress(step=event.step, step_count=event.step_count)
+                        if time.monotonic() - self._written_at.get(job.id, 0.0) > PROGRESS_WRITE_S:
+                            await self._write(job)
+                    elif isinstance(event, ResultEvent):
+                        job.result = event.result
+            job.status = "done"
+        except asyncio.CancelledError:
+            job.status = "cancelled"  # this task is the job's own: its cancel ends here
+        except ServiceError as error:
+            job.status, job.error = "failed", error.message
+        except Exception as error:
+            job.status, job.error = "failed", f"{type(error).__name__}: {error}"
+        finally:
+            job.finished_at = time.time()
+            try:
+                await asyncio.shield(self._write(job))
+            finally:
+                del self._live[job.id], self._tasks[job.id]
+                self._written_at.pop(job.id, None)
+
+    async def _write(self, job: Job) -> None:
+        async with self._write_lock:
+            job.updated_at = time.time()
+            self._written_at[job.id] = time.monotonic()
+            await asyncio.to_thread(self.store.save_job, job.id, job.model_dump_json(exclude={"queue_position"}))
+
+    async def _watch(self) -> None:
+        """While jobs are live here: keep their records fresh, and honour cancel notes."""
+        while self._live:
+            await asyncio.sleep(CANCEL_NOTE_POLL_S)
+            for job_id, job in list(self._live.items()):
+                if await asyncio.to_thread(self.store.is_job_cancel_requested, job_id):
+                    self._tasks[job_id].cancel()
+                elif time.monotonic() - self._written_at.get(job_id, 0.0) > HEARTBEAT_S:
+                    await self._write(job)

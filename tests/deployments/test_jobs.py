@@ -1,0 +1,70 @@
+"""Jobs through real Ray Serve and real HTTP."""
+
+import time
+
+import httpx
+from ray import serve
+
+PROMPT = "a red circle on the left on a white background"
+
+
+def job_status(server_url: str, job_id: str) -> dict:
+    answer = httpx.get(f"{server_url}/v1/jobs/{job_id}", timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def wait_for(server_url: str, job_id: str, condition, timeout_s: float = 240) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while not condition(job := job_status(server_url, job_id)):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    return job
+
+
+def submit(server_url: str, request: dict, kind: str = "generate") -> dict:
+    answer = httpx.post(f"{server_url}/v1/jobs", json={"kind": kind, "request": request}, timeout=60)
+    assert answer.status_code == 202, answer.text
+    return answer.json()
+
+
+def test_a_job_runs_to_its_result(server_url):
+    job = submit(server_url, {"prompt": PROMPT, "num_images": 2, "num_inference_steps": 3, "seed": 9})
+    assert job["status"] in ("queued", "running") and job["kind"] == "generate"
+    done = wait_for(server_url, job["id"], lambda j: j["status"] == "done")
+    assert done["progress"]["diffusion"] == {"step": 3, "step_count": 3}
+    assert sorted(c["seed"] for c in done["result"]["candidates"]) == [9, 10]
+    stored = httpx.get(f"{server_url}/v1/images/{done['result']['candidates'][0]['id']}", timeout=60)
+    assert stored.status_code == 200
+
+
+def step_counts(deployment: str) -> dict[str, int]:
+    return serve.get_deployment_handle(deployment, "dalleflow").step_counts.remote().result(timeout_s=60)
+
+
+def test_deleting_a_running_job_stops_the_model(server_url):
+    pick = httpx.post(f"{server_url}/v1/generate", json={"prompt": PROMPT, "num_images": 1, "num_inference_steps": 2}, timeout=300)
+    before = step_counts("refiner")
+    request = {"prompt": PROMPT, "image_id": pick.json()["candidates"][0]["id"], "num_images": 16,
+               "skip_rate": 0.0, "num_inference_steps": 100}  # fmt: skip
+    job = submit(server_url, request, kind="diffuse")
+    wait_for(server_url, job["id"], lambda j: "refiner" in j["progress"])
+    cancelled = httpx.delete(f"{server_url}/v1/jobs/{job['id']}", timeout=60)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled" and cancelled.json()["result"] is None
+    deadline = time.monotonic() + 60
+    while (after := step_counts("refiner"))["cancelled"] == before["cancelled"]:
+        assert time.monotonic() < deadline, f"the refiner never reported the call cancelled: {after}"
+        time.sleep(0.5)
+    assert after["done"] == before["done"] and after["steps_run"] - before["steps_run"] < 100
+    assert job_status(server_url, job["id"])["status"] == "cancelled"
+
+
+def test_job_errors_name_the_field_or_the_id(server_url):
+    bad = httpx.post(f"{server_url}/v1/jobs", json={"kind": "generate", "request": {"prompt": PROMPT, "num_images": 0}}, timeout=60)
+    assert bad.status_code == 422 and "num_images" in bad.text
+    unknown_kind = httpx.post(f"{server_url}/v1/jobs", json={"kind": "paint", "request": {}}, timeout=60)
+    assert unknown_kind.status_code == 422 and "kind" in unknown_kind.text
+    assert httpx.get(f"{server_url}/v1/jobs/{'0' * 32}", timeout=60).status_code == 404
+    assert httpx.get(f"{server_url}/v1/jobs/..%2F..%2Fetc%2Fpasswd", timeout=60).status_code == 404
+    assert httpx.delete(f"{server_url}/v1/jobs/{'0' * 32}", timeout=60).status_code == 404

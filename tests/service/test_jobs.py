@@ -1,0 +1,109 @@
+"""Jobs in-process with the tiny models: queue, progress, cancel, and records that outlive the ingress."""
+
+import asyncio
+import json
+import time
+
+import pytest
+from dalleflow_client.schemas import GenerateJobRequest, GenerateRequest
+
+from dalleflow.models.ranker import ClipRanker
+from dalleflow.service.errors import InvalidInput, NotFound
+from dalleflow.service.flow import Flow
+from dalleflow.service.jobs import STALE_AFTER_S, JobConflict, JobManager
+from dalleflow.service.stages import LocalStage
+from dalleflow.service.store import ImageStore
+
+PROMPT = "a red circle on the left on a white background"
+
+
+@pytest.fixture(scope="module")
+def ranker(tiny_clip_folder):
+    return LocalStage(ClipRanker.from_pretrained(f"local-dir:{tiny_clip_folder[1]}"))
+
+
+def new_manager(tiny_diffusion, ranker, store_path, concurrency=1) -> JobManager:
+    """What an ingress builds at start: a Flow and its JobManager over the store folder."""
+    stage = LocalStage(tiny_diffusion)
+    flow = Flow(generators={"tiny": stage}, ranker=ranker, refiner=stage, upscaler=stage, store=ImageStore(store_path))
+    return JobManager(flow, concurrency=concurrency)
+
+
+def generate_job(steps: int = 2, **fields) -> GenerateJobRequest:
+    return GenerateJobRequest(request=GenerateRequest(prompt=PROMPT, num_images=2, num_inference_steps=steps, seed=7, **fields))
+
+
+async def wait_for(manager: JobManager, job_id: str, condition, timeout_s: float = 60):
+    deadline = time.monotonic() + timeout_s
+    while not condition(job := await manager.get(job_id)):
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.05)
+    return job
+
+
+async def test_a_finished_job_survives_a_restart_of_the_ingress(tiny_diffusion, ranker, tmp_path):
+    first = new_manager(tiny_diffusion, ranker, tmp_path)
+    job = await first.submit(generate_job())
+    assert job.status == "queued" and job.queue_position == 0
+    done = await wait_for(first, job.id, lambda j: j.status == "done")
+    assert done.progress["tiny"].step == done.progress["tiny"].step_count == 2
+    assert [c.seed for c in sorted(done.result.candidates, key=lambda c: c.seed)] == [7, 8]
+    assert done.started_at >= done.created_at and done.finished_at >= done.started_at
+
+    restarted = new_manager(tiny_diffusion, ranker, tmp_path)  # a fresh Flow over the same store
+    again = await restarted.get(job.id)
+    assert again == done
+    # The result's images are in the store too.
+    assert restarted.store.metadata(again.result.candidates[0].id)["prompt"] == PROMPT
+
+
+async def test_cancelling_a_queued_job_cancels_that_job_only(tiny_diffusion, ranker, tmp_path):
+    manager = new_manager(tiny_diffusion, ranker, tmp_path, concurrency=1)
+    running = await manager.submit(generate_job(steps=30))
+    await wait_for(manager, running.id, lambda j: j.status == "running")
+    waiting = await manager.submit(generate_job())
+    last = await manager.submit(generate_job())
+    assert (waiting.queue_position, last.queue_position) == (0, 1)
+    cancelled = await manager.cancel(waiting.id)
+    assert cancelled.status == "cancelled" and cancelled.started_at is None and cancelled.result is None
+    assert (await manager.get(last.id)).queue_position == 0
+    assert (await wait_for(manager, running.id, lambda j: j.status != "running")).status == "done"
+    assert (await wait_for(manager, last.id, lambda j: j.status not in ("queued", "running"))).status == "done"
+    with pytest.raises(JobConflict, match="already done"):
+        await manager.cancel(running.id)
+    assert (await manager.cancel(waiting.id)).status == "cancelled"  # cancelling twice is no error
+
+
+async def test_cancelling_a_running_job_stops_it_between_steps(tiny_diffusion, ranker, tmp_path):
+    manager = new_manager(tiny_diffusion, ranker, tmp_path)
+    job = await manager.submit(generate_job(steps=100))
+    await wait_for(manager, job.id, lambda j: "tiny" in j.progress)
+    cancelled = await manager.cancel(job.id)
+    assert cancelled.status == "cancelled" and cancelled.result is None
+    assert cancelled.progress["tiny"].step < 100
+    on_disk = json.loads(manager.store.job_record(job.id))
+    assert on_disk["status"] == "cancelled"
+
+
+async def test_a_bad_request_is_refused_at_submission(tiny_diffusion, ranker, tmp_path):
+    manager = new_manager(tiny_diffusion, ranker, tmp_path)
+    with pytest.raises(InvalidInput, match="generators"):
+        await manager.submit(generate_job(generators=["nope"]))
+    with pytest.raises(NotFound):
+        await manager.get("0123456789abcdef" * 2)
+    with pytest.raises(NotFound):
+        await manager.get("../../etc/passwd")
+
+
+async def test_a_job_left_unfinished_by_a_stopped_replica_is_reported_lost(tiny_diffusion, ranker, tmp_path):
+    first = new_manager(tiny_diffusion, ranker, tmp_path)
+    job = await first.submit(generate_job(steps=100))
+    await wait_for(first, job.id, lambda j: j.status == "running")
+    # As the replica left it when it stopped: running, last written long ago.
+    record = json.loads(first.store.job_record(job.id))
+    record["updated_at"] -= STALE_AFTER_S + 1
+    await first.cancel(job.id)
+    first.store.save_job(job.id, json.dumps(record))
+
+    lost = await new_manager(tiny_diffusion, ranker, tmp_path).get(job.id)
+    assert lost.status == "failed" and "lost" in lost.error and "running" in lost.error
