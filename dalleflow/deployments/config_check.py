@@ -13,7 +13,9 @@ silently with the default. So every key is also compared with the fields of
 Ray's own models (DeploymentSchema, RayActorOptionsSchema, AutoscalingConfig,
 ...), and a dalleflow application's `args` are checked by AppConfig (which
 forbids unknown keys): each model family must be one the factory knows, and
-each deployment name one the app builds.
+each deployment name one the app builds. A model stage's `user_config` is its
+batching (deployments/stages.py Batching, unknown keys refused), and its
+`max_ongoing_requests` must hold a full batch, or no batch could ever fill.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
 from dalleflow.deployments.app import AppConfig, build_app
+from dalleflow.deployments.stages import Batching, Generator, Ranker, Refiner, Upscaler
 from dalleflow.models.factory import FAMILIES
 
 APP_IMPORT_PATH = f"{build_app.__module__}:{build_app.__name__}"
 STAGE_DEPLOYMENTS = ("ingress", "ranker", "refiner", "upscaler")  # plus generator-<name> per generator
+MODEL_STAGES = {"ranker": Ranker, "refiner": Refiner, "upscaler": Upscaler, "generator": Generator}
 
 
 def validate_serve_config(config: Any) -> list[str]:
@@ -91,7 +95,23 @@ def _check_application(application: dict, path: str) -> list[str]:
             problems.append(f"{path}.deployments[{index}].name: the app builds no deployment {name!r}; one of {sorted(built)}")
         elif names.count(name) > 1 and names.index(name) == index:
             problems.append(f"{path}.deployments: {name!r} is configured more than once")
+        elif name != "ingress":
+            problems += _check_batching(deployments[index], MODEL_STAGES[name.split("-")[0]], f"{path}.deployments[{index}]")
     return problems
+
+
+def _check_batching(deployment: dict, stage, path: str) -> list[str]:
+    if "user_config" not in deployment:
+        return []
+    try:
+        batching = Batching.model_validate(deployment["user_config"] or {})
+    except ValidationError as error:
+        return _format_errors(error, f"{path}.user_config")
+    max_ongoing = deployment.get("max_ongoing_requests", stage.max_ongoing_requests)
+    if isinstance(max_ongoing, int) and max_ongoing < batching.max_batch_size:
+        return [f"{path}.max_ongoing_requests: {max_ongoing} is less than user_config.max_batch_size "
+                f"{batching.max_batch_size}: no batch could fill"]
+    return []
 
 
 def _validation_errors(model: type[BaseModel], data: Any, path: str) -> list[str]:

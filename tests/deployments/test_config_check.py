@@ -51,6 +51,14 @@ def test_ray_schema_errors_are_reported_with_where_they_are():
     assert problems and all(p.startswith("applications[0].deployments[0].max_ongoing_requests") for p in problems)
 
 
+def test_a_stage_user_config_is_its_batching_and_must_fit_max_ongoing_requests():
+    typo = edited(lambda c: app(c)["deployments"][1]["user_config"].update(max_batch_sise=4))
+    assert validate_serve_config(typo) == ["applications[0].deployments[1].user_config.max_batch_sise: Extra inputs are not permitted"]
+    too_few = edited(lambda c: app(c)["deployments"][1].update(max_ongoing_requests=4))
+    assert validate_serve_config(too_few) == [
+        "applications[0].deployments[1].max_ongoing_requests: 4 is less than user_config.max_batch_size 8: no batch could fill"]
+
+
 def test_the_app_args_are_checked_by_app_config():
     problems = validate_serve_config(edited(lambda c: app(c)["args"].update(rankr={"family": "open-clip"})))
     assert problems == ["applications[0].args.rankr: Extra inputs are not permitted"]
