@@ -164,16 +164,32 @@ def decoder_step(
     scale = np.sqrt(config.d_model) if config.scale_embedding else 1.0
     x = p["embed_tokens"][token][:, None] * scale + p["embed_positions"][position][None, None]
     x = layer_norm(x, p["ln_embed"])
-    self_mask = (jnp.arange(config.image_length) <= position)[None, None, None, :]
     new_cache = []
-    for layer, (k_cache, v_cache), kv in zip(p["layers"], cache, cross_kv):
-        k, v = self_kv(x, layer, heads)
-        k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), position, axis=1)
-        v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), position, axis=1)
-        x = decoder_layer(x, layer, (k_cache, v_cache), self_mask, kv, cross_mask, heads)
-        new_cache.append((k_cache, v_cache))
+    for layer, layer_cache, kv in zip(p["layers"], cache, cross_kv):
+        x, layer_cache = decoder_layer_step(x, layer, position, layer_cache, kv, cross_mask, heads)
+        new_cache.append(layer_cache)
     logits = layer_norm(x[:, 0], p["final_ln"]) @ params["lm_head"]
     return logits, new_cache
+
+
+def decoder_layer_step(
+    x: jax.Array,
+    layer: dict,
+    position: jax.Array,
+    cache: tuple[jax.Array, jax.Array],
+    cross_kv: tuple[jax.Array, jax.Array],
+    cross_mask: jax.Array,
+    heads: int,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """One decoder layer for one position: x [b, 1, d]; cache [b, image_length, h, d]
+    keys and values, this position's written in before attending."""
+    k_cache, v_cache = cache
+    k, v = self_kv(x, layer, heads)
+    k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), position, axis=1)
+    v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), position, axis=1)
+    self_mask = (jnp.arange(k_cache.shape[1]) <= position)[None, None, None, :]
+    x = decoder_layer(x, layer, (k_cache, v_cache), self_mask, cross_kv, cross_mask, heads)
+    return x, (k_cache, v_cache)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "use_uncond"))
@@ -234,6 +250,46 @@ def sample_image_tokens(
     start = jnp.full((rows,), config.start_token, jnp.int32)
     _, tokens = jax.lax.scan(step, (start, cache), jnp.arange(config.image_length))
     return tokens.T
+
+
+def init_params(config: DalleBartConfig, key: jax.Array, std: float = 0.02) -> dict:
+    """Fresh weights as dalle-mini initialises them (normal(std) matrices and
+    embeddings, unit-scale zero-bias norms): the start for training a DalleBart."""
+    keys = iter(jax.random.split(key, 1024))
+    d = config.d_model
+
+    def normal(*shape):
+        return std * jax.random.normal(next(keys), shape, jnp.float32)
+
+    def ln(width, scale):
+        return {"scale": jnp.ones(width), "bias": jnp.zeros(width)} if scale else {"bias": jnp.zeros(width)}
+
+    def layer(ffn, cross):
+        bias_only = config.force_ln_scale
+        p = {
+            "self_pre_ln": ln(d, bias_only),
+            "self_attn": {name: normal(d, d) for name in ("q", "k", "v", "out")},
+            "self_post_ln": ln(d, True),
+            "glu": {"ln0": ln(d, bias_only), "fc0": normal(d, ffn), "fc1": normal(d, ffn),
+                    "ln1": ln(ffn, bias_only), "fc2": normal(ffn, d)},
+        }
+        if cross:
+            p.update(cross_pre_ln=ln(d, bias_only), cross_post_ln=ln(d, True),
+                     cross_attn={name: normal(d, d) for name in ("q", "k", "v", "out")})
+        return p
+
+    def side(vocab, positions, layers, ffn, cross):
+        return {
+            "embed_tokens": normal(vocab, d), "embed_positions": normal(positions, d),
+            "ln_embed": ln(d, True), "final_ln": ln(d, config.force_ln_scale),
+            "layers": [layer(ffn, cross) for _ in range(layers)],
+        }
+
+    return {
+        "encoder": side(config.encoder_vocab_size, config.max_text_length, config.encoder_layers, config.encoder_ffn_dim, False),
+        "decoder": side(config.image_vocab_size + 1, config.image_length, config.decoder_layers, config.decoder_ffn_dim, True),
+        "lm_head": normal(d, config.image_vocab_size + 1),
+    }
 
 
 # ---------------------------------------------------------------- checkpoint layout
@@ -431,6 +487,7 @@ class DalleBart:
         top_k: int | None = None,
         top_p: float | None = None,
         condition_scale: float = 10.0,
+        batch_rows: int | None = 4,
     ) -> np.ndarray:
         """Image tokens [prompts * num_images, image_length], prompt-major.
 
@@ -438,7 +495,10 @@ class DalleBart:
         meant 50: pass top_k=50 for its behaviour), temperature 1, super-conditioning
         scale 10 as in dalle-mini's examples (1 turns it off and halves the work).
         Row i samples with PRNGKey(seeds[i]) (default seed + i), so an image does not
-        depend on the other rows of its batch."""
+        depend on the other rows of its batch; the rows run `batch_rows` at a time
+        (the last call padded), so one compiled program serves every batch size and
+        a row's arithmetic is the same whatever shares its call (None: all at once,
+        e.g. for a GPU's larger batches)."""
         input_ids = np.repeat(np.asarray(input_ids), num_images, axis=0)
         attention_mask = np.repeat(np.asarray(attention_mask), num_images, axis=0)
         rows = input_ids.shape[0]
@@ -453,14 +513,23 @@ class DalleBart:
             uncond_mask = jnp.asarray(np.asarray(uncond_mask)[:1])
         else:
             uncond, uncond_mask = None, None
-        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-        tokens = sample_image_tokens(
-            self.params, self.config, jnp.asarray(input_ids), jnp.asarray(attention_mask),
-            uncond, uncond_mask, keys,
+        keys = np.stack([np.asarray(jax.random.PRNGKey(s)) for s in seeds])
+        settings = (
             jnp.float32(temperature), jnp.int32(top_k or 0), jnp.float32(1.0 if top_p is None else top_p),
-            jnp.float32(condition_scale), use_uncond,
+            jnp.float32(condition_scale),
         )
-        return np.asarray(tokens)
+        step = batch_rows or rows
+        chunks = []
+        for start in range(0, rows, step):
+            part = [a[start : start + step] for a in (input_ids, attention_mask, keys)]
+            real = part[0].shape[0]
+            part = [np.concatenate([a, np.repeat(a[-1:], step - real, axis=0)]) for a in part]
+            tokens = sample_image_tokens(
+                self.params, self.config, *(jnp.asarray(a) for a in part[:2]),
+                uncond, uncond_mask, jnp.asarray(part[2]), *settings, use_uncond,
+            )
+            chunks.append(np.asarray(tokens)[:real])
+        return np.concatenate(chunks)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

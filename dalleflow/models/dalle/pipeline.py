@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from PIL import Image
@@ -13,6 +14,13 @@ from dalleflow.models.dalle.vqgan import VQGANDecoder
 
 class DallePipeline:
     def __init__(self, tokenizer: DalleBartTokenizer, model: DalleBart, vqgan: VQGANDecoder):
+        codes = vqgan.config.n_embed
+        if codes > model.config.image_vocab_size:
+            raise ValueError(
+                f"VQGAN n_embed={codes} is larger than DalleBart image_vocab_size={model.config.image_vocab_size}"
+            )
+        # sample only codes the VQGAN has (16384 for the published pair)
+        model.config = dataclasses.replace(model.config, codebook_size=codes)
         self.tokenizer = tokenizer
         self.model = model
         self.vqgan = vqgan

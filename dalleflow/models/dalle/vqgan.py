@@ -106,6 +106,54 @@ def to_pil(pixels) -> list[Image.Image]:
     return [Image.fromarray(a) for a in array]
 
 
+def init_decoder_params(config: VQGANConfig, key: jax.Array) -> dict:
+    """Fresh decoder-side weights (codebook, post_quant_conv, decoder) in the
+    checkpoint's layout: the start for training a VQGAN's decoder."""
+    keys = iter(jax.random.split(key, 4096))
+
+    def conv_p(k, cin, cout):
+        w = jax.random.normal(next(keys), (k, k, cin, cout), jnp.float32) / np.sqrt(k * k * cin)
+        return {"kernel": w, "bias": jnp.zeros(cout)}
+
+    def norm_p(c):
+        return {"scale": jnp.ones(c), "bias": jnp.zeros(c)}
+
+    def res_p(cin, cout):
+        p = {"norm1": norm_p(cin), "conv1": conv_p(3, cin, cout), "norm2": norm_p(cout), "conv2": conv_p(3, cout, cout)}
+        if cin != cout:
+            p["nin_shortcut"] = conv_p(1, cin, cout)
+        return p
+
+    def attn_p(c):
+        return {"norm": norm_p(c), **{name: conv_p(1, c, c) for name in ("q", "k", "v", "proj_out")}}
+
+    levels = len(config.ch_mult)
+    block_in = config.ch * config.ch_mult[-1]
+    decoder = {
+        "conv_in": conv_p(3, config.z_channels, block_in),
+        "mid": {"block_1": res_p(block_in, block_in), "attn_1": attn_p(block_in), "block_2": res_p(block_in, block_in)},
+    }
+    for level in reversed(range(levels)):
+        block_out = config.ch * config.ch_mult[level]
+        up = {}
+        for j in range(config.num_res_blocks + 1):
+            up[f"block_{j}"] = res_p(block_in, block_out)
+            block_in = block_out
+            if config.resolution // 2**level in config.attn_resolutions:
+                up[f"attn_{j}"] = attn_p(block_in)
+        if level != 0 and config.resamp_with_conv:
+            up["upsample"] = {"conv": conv_p(3, block_in, block_in)}
+        decoder[f"up_{level}"] = up
+    decoder["norm_out"] = norm_p(block_in)
+    decoder["conv_out"] = conv_p(3, block_in, config.out_ch)
+    codebook = jax.random.uniform(next(keys), (config.n_embed, config.embed_dim), jnp.float32, -1.0, 1.0)
+    return {
+        "quantize": {"embedding": {"embedding": codebook}},
+        "post_quant_conv": conv_p(1, config.embed_dim, config.z_channels),
+        "decoder": decoder,
+    }
+
+
 class VQGANDecoder:
     """The decoding half of a VQGAN checkpoint (the encoder's weights are not read)."""
 
