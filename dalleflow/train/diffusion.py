@@ -17,10 +17,14 @@ the exact commands that made it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +87,19 @@ def evaluate(model: ShapesDiffusion, prompt_count: int, steps: int, guidance: fl
     return result
 
 
+@contextlib.contextmanager
+def stop_on_signal() -> Iterator[threading.Event]:
+    """An event set on SIGTERM or SIGINT, so a stopped run ends at a step boundary with
+    its checkpoint and export written (preemptible machines, a session's end)."""
+    event = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: event.set()) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield event
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/diffusion", help="checkpoint folder (resumed when present)")
@@ -104,7 +121,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init-from", default=None,
                         help="start from a pretrained folder (e.g. the shipped weights) instead of random weights")
     args = parser.parse_args(argv)
+    with stop_on_signal() as stop:
+        train(args, stop)
 
+
+def train(args: argparse.Namespace, stop: threading.Event) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out)
@@ -185,10 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     denoiser.train()
     text_encoder.train()
     started = time.time() - state["minutes"] * 60
-    first_step = state["step"]
+    # A resumed optimizer keeps its moments, so only a fresh one (new or --init-from) warms up.
+    state.setdefault("warmup_from", state["step"])
     last_checkpoint = time.time()
     running = None
-    while state["minutes"] < args.minutes and state["step"] < args.max_steps:
+    while state["minutes"] < args.minutes and state["step"] < args.max_steps and not stop.is_set():
         images, captions = batches.next()
         dropped = torch.rand(len(captions)) < CAPTION_DROPOUT
         captions = ["" if d else c for c, d in zip(captions, dropped)]
@@ -209,8 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         per_image = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (per_image * loss_weight[timesteps]).mean()
 
-        # Warm up in every run: a resumed or re-initialised optimizer starts with empty moments.
-        warmup = min(1.0, (state["step"] - first_step + 1) / 500)
+        warmup = min(1.0, (state["step"] - state["warmup_from"] + 1) / 500)
         for group in optimizer.param_groups:
             group["lr"] = args.lr * warmup
         optimizer.zero_grad(set_to_none=True)
@@ -239,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
             last_checkpoint = time.time()
             started += last_checkpoint - evaluation_started  # evaluation time is not training time
 
+    if stop.is_set():
+        print(f"stopped by a signal at step {state['step']}: checkpoint saved, rerun the command to resume", flush=True)
     save()
     if args.export:
         export(Path(args.export))

@@ -1,6 +1,9 @@
 """The training commands run, checkpoint, resume and export loadable weights (a few steps, tiny batches)."""
 
 import json
+import signal
+import subprocess
+import sys
 
 import torch
 
@@ -26,3 +29,19 @@ def test_ranker_training_exports_a_local_dir(tmp_path):
     record = json.loads((tmp_path / "model" / "training.json").read_text())
     assert record["steps"] >= 1 and 0.0 <= record["retrieval_top1_of_100"]["seen"] <= 1.0
     assert len(ClipRanker.from_pretrained(f"local-dir:{tmp_path / 'model'}").score("a red circle on the left on a white background", [])) == 0
+
+
+def test_diffusion_training_stopped_by_sigterm_saves_and_exports(tmp_path):
+    command = [sys.executable, "-m", "dalleflow.train.diffusion", "--out", str(tmp_path / "run"), "--batch-size", "2",
+               "--threads", "1", "--checkpoint-minutes", "1000", "--export", str(tmp_path / "model")]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as run:
+        for line in run.stdout:
+            if line.startswith("step 100 "):
+                run.send_signal(signal.SIGTERM)
+                break
+        output = line + run.stdout.read()
+        assert run.wait(timeout=120) == 0, output
+    assert "stopped by a signal" in output
+    steps = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state"]["step"]
+    assert steps >= 100
+    assert json.loads((tmp_path / "model" / "training.json").read_text())["steps"] == steps
