@@ -1,0 +1,126 @@
+"""Throughput of /v1/generate with and without batching across requests (issue 4, acceptance 1).
+
+    OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python bench/throughput.py
+
+One Ray Serve app (the embedded default, one generator replica); the generator's
+and the ranker's user_config switch between batching (max_batch_size 16) and
+none (max_batch_size 1) without a restart. At each concurrency (1, 4, 16) both
+run the same requests (1 image each, few steps), one setting after the other.
+Prints requests/s, p50/p95 latency, the ratio, and the generator batch sizes
+that formed; saves bench/results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+PROMPT = "a red circle to the left of a blue square on a white background"
+SETTINGS = {"batched": 16, "unbatched": 1}  # max_batch_size
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def deployments(max_batch_size: int) -> list[dict]:
+    batching = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.02}
+    return [{"name": "generator-diffusion", "user_config": batching, "max_ongoing_requests": 32},
+            {"name": "ranker", "user_config": batching, "max_ongoing_requests": 32}]
+
+
+async def run_load(url: str, concurrency: int, request_count: int, steps: int) -> tuple[float, list[float]]:
+    """(seconds for all, latency of each) with `concurrency` requests in flight."""
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def one(client: httpx.AsyncClient, seed: int) -> None:
+        async with gate:
+            started = time.perf_counter()
+            answer = await client.post(url, json={"prompt": PROMPT, "num_images": 1, "seed": seed,
+                                                  "num_inference_steps": steps})
+            answer.raise_for_status()
+            latencies.append(time.perf_counter() - started)
+
+    async with httpx.AsyncClient(timeout=600) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(one(client, seed) for seed in range(request_count)))
+        return time.perf_counter() - started, latencies
+
+
+def percentile(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--requests-per-slot", type=int, default=3, help="requests = max(8, this x concurrency)")
+    parser.add_argument("--steps", type=int, default=4, help="num_inference_steps of each request")
+    parser.add_argument("--note", default="", help="saved with the results (e.g. what else ran on the machine)")
+    parser.add_argument("--out", default="bench/results/throughput.json")
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from dalleflow.deployments.app import compose_app
+
+    ray.init(include_dashboard=False, log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="ray-"))
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    store = tempfile.mkdtemp(prefix="dalleflow-bench-")
+    url = f"http://127.0.0.1:{port}/v1/generate"
+    generator = serve.get_deployment_handle  # resolved after each deploy
+
+    rows = []
+    for concurrency in args.concurrency:
+        request_count = max(8, args.requests_per_slot * concurrency)
+        for setting, max_batch_size in SETTINGS.items():
+            serve.run(compose_app({"store_path": store}, deployments(max_batch_size)), name="dalleflow", route_prefix="/")
+            handle = generator("generator-diffusion", app_name="dalleflow")
+            asyncio.run(run_load(url, 1, 2, args.steps))  # warm
+            before = Counter(handle.batch_sizes.remote().result())
+            seconds, latencies = asyncio.run(run_load(url, concurrency, request_count, args.steps))
+            formed = Counter(handle.batch_sizes.remote().result())
+            formed.subtract(before)
+            rows.append({"concurrency": concurrency, "setting": setting, "max_batch_size": max_batch_size,
+                         "requests": request_count, "seconds": seconds, "requests_per_s": request_count / seconds,
+                         "p50_s": percentile(latencies, 50), "p95_s": percentile(latencies, 95),
+                         "batch_sizes": {int(k): v for k, v in sorted(formed.items()) if v}})
+            print(f"  c={concurrency:<3} {setting:9} {request_count / seconds:6.2f} req/s", flush=True)
+    serve.shutdown()
+    ray.shutdown()
+
+    print(f"\n/v1/generate, 1 image, {args.steps} steps per request; one generator replica\n")
+    print(f"{'conc':>4} {'setting':9} {'req/s':>7} {'p50 s':>7} {'p95 s':>7} {'x':>6}  generator batch sizes formed (size: count)")
+    for row in rows:
+        base = next(r for r in rows if r["concurrency"] == row["concurrency"] and r["setting"] == "unbatched")
+        ratio = row["requests_per_s"] / base["requests_per_s"]
+        row["ratio_to_unbatched"] = ratio
+        print(f"{row['concurrency']:>4} {row['setting']:9} {row['requests_per_s']:7.2f} {row['p50_s']:7.2f} "
+              f"{row['p95_s']:7.2f} {ratio:6.2f}  {row['batch_sizes']}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({
+        "command": "OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python bench/throughput.py", "steps": args.steps,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "note": args.note, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
