@@ -95,3 +95,28 @@ def test_the_interactive_example(server_url, tmp_path):
     (final,) = (tmp_path / "session").glob("final-*.png")
     metadata = read_png_metadata(final)
     assert (metadata["prompt"], metadata["skip_rate"]) == ("a red circle to the left of a blue square on a white background", "0.6")
+
+
+def progress_section() -> str:
+    return README.split("## Progress, cancel and jobs", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_streaming_curl_example(server_url, tmp_path):
+    curl = re.findall(r"```bash\n(curl .*?)```", progress_section(), flags=re.S)[0]
+    printed = run_bash_example(curl.replace(DEFAULT_URL, server_url), server_url, tmp_path)
+    assert printed.strip() == str([("progress", step) for step in range(1, 5)] + [("generated", None), ("result", None)])
+
+
+def test_the_streaming_and_jobs_python_example(server_url, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (example,) = re.findall(r"```python\n(.*?)```", progress_section(), flags=re.S)
+    exec(compile(example.replace(DEFAULT_URL, server_url), "README.md", "exec"), {})
+    assert "diffusion: step 20 of 20" in capsys.readouterr().out
+    assert (tmp_path / "streamed.png").is_file() and (tmp_path / "job.png").is_file()
+
+
+def test_the_jobs_cli_example(server_url, tmp_path):
+    block = re.findall(r"```bash\n(job=.*?)```", progress_section(), flags=re.S)[0]
+    printed = run_bash_example(block, server_url, tmp_path)
+    assert re.match(r"[0-9a-f]{32} (queued|running|done)", printed)
+    assert list((tmp_path / "jobs").glob("*-grid.png"))

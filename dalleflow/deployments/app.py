@@ -30,6 +30,8 @@ class AppConfig(BaseModel):
     store_path: str | None = Field(None, description="Image store folder; default $DALLEFLOW_STORE or ~/.local/share/dalleflow/images.")
     generator_timeout_s: float = Field(120.0, gt=0, description="Deadline of each generator per request.")
     jina_compat: bool = Field(True, description="Also answer dalle-flow's Jina HTTP client at POST /post.")
+    jobs_at_once: int = Field(1, ge=1, description="Jobs (POST /v1/jobs) each ingress replica runs at once; the others wait in order.")
+    max_queued_jobs: int = Field(100, ge=0, description="Jobs waiting per ingress replica before POST /v1/jobs answers 429.")
 
 
 def _models(config: AppConfig) -> list[dict]:
@@ -70,6 +72,8 @@ def compose_app(args: dict | None = None, deployments: list[dict] | None = None)
         store_path=config.store_path,
         generator_timeout_s=config.generator_timeout_s,
         jina_compat=config.jina_compat,
+        jobs_at_once=config.jobs_at_once,
+        max_queued_jobs=config.max_queued_jobs,
     )
     if overrides:
         raise ValueError(f"deployments: the app builds no deployment {sorted(overrides)}")

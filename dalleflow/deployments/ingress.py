@@ -37,6 +37,8 @@ class Ingress:
         store_path: str | None = None,
         generator_timeout_s: float = 120.0,
         jina_compat: bool = True,
+        jobs_at_once: int = 1,
+        max_queued_jobs: int = 100,
     ):
         self.jina_compat = jina_compat
         self.flow = Flow(
@@ -48,7 +50,7 @@ class Ingress:
             models=models,
             generator_timeout_s=generator_timeout_s,
         )
-        self.jobs = JobManager(self.flow)
+        self.jobs = JobManager(self.flow, concurrency=jobs_at_once, max_queued=max_queued_jobs)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         app = create_app(jina_compat_enabled=self.jina_compat)

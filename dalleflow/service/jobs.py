@@ -101,6 +101,8 @@ class JobManager:
         if task is not None:
             task.cancel()
             await asyncio.wait({task})
+            if job_id in self._live:  # cancelled before its task first ran: _run never saw it
+                await self._finish(self._live[job_id], "cancelled")
             return await self.get(job_id)
         job = await self.get(job_id)
         if job.status == "cancelled":
@@ -129,20 +131,22 @@ class JobManager:
                             await self._write(job)
                     elif isinstance(event, ResultEvent):
                         job.result = event.result
-            job.status = "done"
         except asyncio.CancelledError:
-            job.status = "cancelled"  # this task is the job's own: its cancel ends here
+            await self._finish(job, "cancelled")  # this task is the job's own: its cancel ends here
         except ServiceError as error:
-            job.status, job.error = "failed", error.message
+            await self._finish(job, "failed", error.message)
         except Exception as error:
-            job.status, job.error = "failed", f"{type(error).__name__}: {error}"
+            await self._finish(job, "failed", f"{type(error).__name__}: {error}")
+        else:
+            await self._finish(job, "done")
+
+    async def _finish(self, job: Job, status: str, error: str | None = None) -> None:
+        job.status, job.error, job.finished_at = status, error, time.time()
+        try:
+            await asyncio.shield(self._write(job))
         finally:
-            job.finished_at = time.time()
-            try:
-                await asyncio.shield(self._write(job))
-            finally:
-                del self._live[job.id], self._tasks[job.id]
-                self._written_at.pop(job.id, None)
+            del self._live[job.id], self._tasks[job.id]
+            self._written_at.pop(job.id, None)
 
     async def _write(self, job: Job) -> None:
         async with self._write_lock:
@@ -156,6 +160,6 @@ class JobManager:
             await asyncio.sleep(CANCEL_NOTE_POLL_S)
             for job_id, job in list(self._live.items()):
                 if await asyncio.to_thread(self.store.is_job_cancel_requested, job_id):
-                    self._tasks[job_id].cancel()
+                    await self.cancel(job_id)
                 elif time.monotonic() - self._written_at.get(job_id, 0.0) > HEARTBEAT_S:
                     await self._write(job)

@@ -107,3 +107,19 @@ async def test_a_job_left_unfinished_by_a_stopped_replica_is_reported_lost(tiny_
 
     lost = await new_manager(tiny_diffusion, ranker, tmp_path).get(job.id)
     assert lost.status == "failed" and "lost" in lost.error and "running" in lost.error
+
+
+async def test_a_full_queue_answers_429_with_retry_after(tiny_diffusion, ranker, tmp_path):
+    from dalleflow.service.jobs import TooManyJobs
+
+    stage = LocalStage(tiny_diffusion)
+    flow = Flow(generators={"tiny": stage}, ranker=ranker, refiner=stage, upscaler=stage, store=ImageStore(tmp_path))
+    manager = JobManager(flow, concurrency=1, max_queued=1)
+    running = await manager.submit(generate_job(steps=100))
+    await wait_for(manager, running.id, lambda j: j.status == "running")
+    waiting = await manager.submit(generate_job())
+    with pytest.raises(TooManyJobs, match="limit is 1") as refused:
+        await manager.submit(generate_job())
+    assert refused.value.status_code == 429 and refused.value.headers["Retry-After"]
+    for job in (waiting, running):
+        assert (await manager.cancel(job.id)).status == "cancelled"
