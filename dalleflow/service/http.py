@@ -25,6 +25,8 @@ from dalleflow_client.schemas import (
     UpscaleResponse,
 )
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -32,6 +34,7 @@ from dalleflow.service import jina_compat
 from dalleflow.service.errors import ServiceError
 from dalleflow.service.flow import Flow
 from dalleflow.service.jobs import JobManager
+from dalleflow.service.safe_json import SafeJSONResponse
 from dalleflow.web import STATIC_DIR
 
 # The largest body a route accepts: one base64 image and a few small fields.
@@ -108,7 +111,13 @@ def create_app(jina_compat_enabled: bool = True) -> FastAPI:
             detail = [{"loc": ["body", error.field], "msg": error.message, "type": "value_error"}]
         else:
             detail = error.message
-        return JSONResponse(status_code=error.status_code, content={"detail": detail}, headers=error.headers)
+        return SafeJSONResponse(status_code=error.status_code, content={"detail": detail}, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer, rendered so that an input such as NaN or a lone surrogate,
+        # which it names, cannot turn the 422 into a 500.
+        return SafeJSONResponse(status_code=422, content={"detail": jsonable_encoder(error.errors())})
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -46,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from dalleflow.service.errors import ServiceError
 from dalleflow.service.flow import Flow
+from dalleflow.service.safe_json import SafeJSONResponse
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ async def post(request: Request) -> JSONResponse:
     flow: Flow = request.app.state.flow
     request_id = None
     try:
-        body = await request.json()
+        body = _strict_json(await request.body())
         if isinstance(body, dict) and isinstance(body.get("header"), dict):
             request_id = body["header"].get("request_id")
         jina_request = JinaRequest.model_validate(body)
@@ -129,7 +131,8 @@ async def post(request: Request) -> JSONResponse:
               "status": {"code": 0}}
     if jina_request.target:
         header["target_executor"] = jina_request.target
-    return JSONResponse({"header": header, "data": docs})
+    # Safe: the Docs come back as sent, and a tag may hold what UTF-8 cannot encode.
+    return SafeJSONResponse({"header": header, "data": docs})
 
 
 async def answer(flow: Flow, request: JinaRequest) -> list[dict[str, Any]]:
@@ -195,20 +198,36 @@ def error_answer(request_id: str | None, error: Exception) -> JSONResponse:
     description = _describe(error)
     status = {"code": 1, "description": description,
               "exception": {"name": type(error).__name__, "args": [description], "stacks": []}}
-    return JSONResponse({"header": {"request_id": request_id or "", "status": status}})
+    return SafeJSONResponse({"header": {"request_id": request_id or "", "status": status}})
+
+
+def _strict_json(body: bytes) -> Any:
+    """The body as JSON, refusing what JSON has no value for (NaN, Infinity, 1e400)."""
+
+    def finite(text: str) -> float:
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(f"{text} is not a finite number")
+        return number
+
+    def constant(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(body, parse_float=finite, parse_constant=constant)
+    except (ValueError, RecursionError) as error:  # bad UTF-8 and JSONDecodeError are ValueErrors
+        raise JinaError(f"body: not JSON ({error})") from None
 
 
 def _is_the_requests_fault(error: Exception) -> bool:
     if isinstance(error, ServiceError):
         return error.status_code < 500
-    return isinstance(error, (JinaError, ValidationError, json.JSONDecodeError))
+    return isinstance(error, (JinaError, ValidationError))
 
 
 def _describe(error: Exception) -> str:
     if isinstance(error, ValidationError):
         return "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in error.errors())
-    if isinstance(error, json.JSONDecodeError):
-        return f"body: not JSON ({error})"
     return str(error) or type(error).__name__
 
 

@@ -137,6 +137,10 @@ async def test_upscale_replaces_the_uri_by_the_x4_image(post):
          "data[0].uri: not a decodable"),
         (jina_body([{"text": PROMPT}], exec_endpoint="/upscale"), "no image"),
         (b"{not json", "not JSON"),
+        (b'{"data": [{"text": "a"}], "parameters": {"guidance_scale": NaN}}', "NaN is not JSON"),
+        (b'{"data": [{"text": "a"}], "parameters": {"seed": 1e400}}', "1e400 is not a finite number"),
+        (b'{"data": [{"text": "a \\ud800"}]}', "data[0].text"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
         ([1, 2], "body"),
     ],
 )
@@ -145,6 +149,12 @@ async def test_bad_requests_are_jina_errors_naming_the_field(post, body, named):
     status = status_of(answer)
     assert status["code"] == 1 and named in status["description"], status
     assert status["exception"]["name"] and "data" not in answer
+
+
+async def test_a_docs_own_fields_come_back_as_sent_even_what_utf8_cannot_carry(post):
+    body = jina_body([{"id": "9" * 32, "text": PROMPT, "tags": {"note": "\ud800"}}], {"num_images": 1.0, **FAST})
+    answer = await post(json.dumps(body).encode())
+    assert status_of(answer)["code"] == 0 and answer["data"][0]["tags"]["note"] == "\ud800"
 
 
 async def test_a_failing_stage_is_a_jina_error_not_a_500(post):
