@@ -15,8 +15,12 @@
    settings (top_k 256, super-conditioning 16, temperature 1), for 1 and 4 images.
    Image tokens only: min-dalle's VQGAN is fixed at the full size.
 
-Timings are medians after a warm-up (compilation reported apart). Prints a table
-and writes bench/results/dalle_step.json.
+Everything runs on one core (XLA without its thread pool, torch with one thread)
+and is timed in process CPU seconds as well as wall seconds: on a shared machine
+the CPU time of a one-thread run is what the work itself cost, while wall time
+also counts the time other processes held the core. Timings are medians after a
+warm-up (compilation reported apart). Prints a table and writes
+bench/results/dalle_step.json.
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -43,12 +50,15 @@ FIXTURES = ROOT / "tests" / "models" / "dalle" / "fixtures"
 MEGA = dict(d_model=2048, heads=32, ffn=4096, text_length=64, image_length=256, layers=24)
 
 
+CLOCK = time.process_time  # see the docstring; --wall switches to wall time
+
+
 def median_time(fn, runs: int) -> float:
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
+        start = CLOCK()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK() - start)
     return statistics.median(times)
 
 
@@ -99,16 +109,16 @@ def bench_layer(layer: dict, batch: int, runs: int, read_bw: float) -> dict:
     rows = 2 * batch
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal((rows, 1, d), dtype=np.float32))
-    cache = tuple(jnp.asarray(rng.standard_normal((rows, MEGA["image_length"], heads, d // heads), dtype=np.float32)) for _ in range(2))
+    cache = tuple(jnp.asarray(rng.standard_normal((rows, heads, MEGA["image_length"], d // heads), dtype=np.float32)) for _ in range(2))
     states = jnp.asarray(rng.standard_normal((rows, MEGA["text_length"], d), dtype=np.float32))
     cross_kv = cross_attention_kv(states, layer, heads)
     cross_mask = jnp.ones((rows, 1, 1, MEGA["text_length"]), bool)
     position = jnp.int32(128)
     step = jax.jit(decoder_layer_step, static_argnames=("heads",))
     run = lambda: jax.block_until_ready(step(x, layer, position, cache, cross_kv, cross_mask, heads=heads))  # noqa: E731
-    start = time.perf_counter()
+    start = CLOCK()
     run()
-    compile_s = time.perf_counter() - start
+    compile_s = CLOCK() - start
     seconds = median_time(run, runs)
     nbytes = layer_step_bytes(layer, rows)
     bound = nbytes / read_bw
@@ -157,9 +167,9 @@ def bench_generate(runs: int) -> list[dict]:
     results = []
     for images in (1, 4):
         ours = lambda: model.generate(ids, mask, *uncond, num_images=images, seed=0, top_k=256, condition_scale=16.0)  # noqa: E731
-        start = time.perf_counter()
+        start = CLOCK()
         ours()
-        compile_s = time.perf_counter() - start
+        compile_s = CLOCK() - start
         ours_s = median_time(ours, runs)
         pair = np.concatenate([ids, uncond[0]])
         theirs_s = median_time(lambda: min_dalle_tokens(encoder, decoder, pair, images, seed=1), max(1, runs // 2))
@@ -175,10 +185,30 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--bandwidth-mb", type=int, default=512)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "dalle_step.json")
+    parser.add_argument("--wall", action="store_true", help="time in wall seconds instead of CPU seconds")
+    parser.add_argument("--skip-layer", action="store_true", help="only the whole-generation comparison")
+    parser.add_argument("--skip-generate", action="store_true", help="only bandwidth and the Mega layer")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.perf_counter if args.wall else time.process_time
+    import torch
+
+    torch.set_num_threads(1)
 
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cores, "
-          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
+          f"timed in {'wall' if args.wall else 'process CPU'} seconds, load average {os.getloadavg()[0]:.1f}")
+    results: dict = {"clock": "wall" if args.wall else "process_cpu", "loadavg_at_start": os.getloadavg()[0]}
+    if not args.skip_layer:
+        results.update(layer_section(args))
+    if not args.skip_generate:
+        results["tiny_generate"] = generate_section(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+def layer_section(args) -> dict:
     bw = bandwidth(args.bandwidth_mb, args.runs)
     read_bw = max(bw["xla_sum_read_GBps"], bw["numpy_copy_GBps"]) * 1e9
     print(f"\nmemory bandwidth: XLA sum read {bw['xla_sum_read_GBps']:.1f} GB/s, "
@@ -192,15 +222,16 @@ def main() -> None:
         print(f"{r['batch']:>5} {r['rows']:>4} {r['ms_per_step']:>8.2f} {r['MB_read']:>8.1f} {r['bound_ms']:>9.2f} "
               f"{r['fraction_of_bound']:>8.0%} {r['mega_ms_per_position_estimate']:>14.0f}")
 
+    return {"bandwidth": bw, "mega_layer_step": steps}
+
+
+def generate_section(args) -> list[dict]:
     gens = bench_generate(args.runs)
     print("\nwhole generation, tiny checkpoint (2+2 layers, d 16), 256 positions, top_k 256, scale 16")
     print(f"{'images':>6} {'ours s':>8} {'min-dalle s':>12} {'speedup':>8} {'(compile s)':>12}")
     for r in gens:
         print(f"{r['images']:>6} {r['ours_s']:>8.3f} {r['min_dalle_s']:>12.3f} {r['speedup']:>7.1f}x {r['ours_compile_s']:>12.1f}")
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"bandwidth": bw, "mega_layer_step": steps, "tiny_generate": gens}, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    return gens
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dalleflow.models.dalle.sampling import filter_logits, top_k_mask, top_p_mask
+from dalleflow.models.dalle.sampling import filter_logits, sample, top_k_mask, top_p_mask
 
 
 def _logits(rows=4, n=16384, seed=0):
@@ -35,12 +35,22 @@ def test_top_p_keeps_the_smallest_set_reaching_p(p):
 
 def test_no_cut_keeps_everything_and_temperature_scales():
     logits = jnp.asarray(_logits(rows=2))
-    filtered = filter_logits(logits, 2.0, 0, 1.0)
+    filtered = filter_logits(logits, 2.0, jnp.int32(0), jnp.float32(1.0))
     assert np.allclose(np.asarray(filtered), np.asarray(logits) / 2)
 
 
 def test_top_k_then_top_p_renormalises_over_the_top_k():
     logits = jnp.asarray([[3.0, 2.0, 1.0, 0.0, -1.0]])
     # top-2 leaves softmax(3, 2) = (0.73, 0.27): top_p 0.7 keeps only the first
-    kept = np.isfinite(np.asarray(filter_logits(logits, 1.0, 2, 0.7)))
+    kept = np.isfinite(np.asarray(filter_logits(logits, 1.0, jnp.int32(2), jnp.float32(0.7))))
     assert kept.tolist() == [[True, False, False, False, False]]
+
+
+def test_draws_follow_the_softmax_and_never_hit_filtered_entries():
+    logits = jnp.asarray([1.0, -jnp.inf, 0.0, 2.0, -jnp.inf])
+    keys = jax.random.split(jax.random.PRNGKey(0), 20000)
+    draws = np.asarray(jax.jit(jax.vmap(sample, in_axes=(0, None)))(keys, logits))
+    counts = np.bincount(draws, minlength=5) / len(draws)
+    expected = np.asarray(jax.nn.softmax(logits))
+    assert counts[1] == counts[4] == 0
+    assert np.abs(counts - expected).max() < 0.015  # ~4 standard errors at 20000 draws
