@@ -21,7 +21,7 @@ WEIGHTS_FOLDER = Path(__file__).resolve().parent.parent / "weights"
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    family: str = Field(description="Which code loads it: shapes-diffusion, open-clip, realesrgan, stable-diffusion, swin2sr.")
+    family: str = Field(description="Which code loads it: shapes-diffusion, open-clip, realesrgan, stable-diffusion, swin2sr, dalle.")
     weights: str = Field("", description="Weight source: embedded:NAME, local-dir:PATH, or a hub id.")
     options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments for the loader.")
 
@@ -74,12 +74,25 @@ def _swin2sr(spec: ModelSpec):
     return Swin2SRUpscaler.from_pretrained(resolve_weights(spec.weights), **spec.options)
 
 
+def _dalle(spec: ModelSpec):
+    """DalleBart weights (dalle-mini's folder layout) in `weights`; the VQGAN's in
+    options["vqgan"], a weight source string of its own."""
+    from dalleflow.models.dalle import DallePipeline
+
+    options = dict(spec.options)
+    if "vqgan" not in options:
+        raise ValueError("dalle: options.vqgan names the VQGAN weights (e.g. local-dir:PATH)")
+    vqgan = resolve_weights(options.pop("vqgan"))
+    return DallePipeline.from_pretrained(resolve_weights(spec.weights), vqgan, **options)
+
+
 FAMILIES = {
     "shapes-diffusion": _shapes_diffusion,
     "open-clip": _open_clip,
     "realesrgan": _realesrgan,
     "stable-diffusion": _stable_diffusion,
     "swin2sr": _swin2sr,
+    "dalle": _dalle,
 }
 
 

@@ -83,3 +83,16 @@ def test_an_unsupported_variant_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="ln_positions='swinv2'"):
         DalleBartConfig.from_dict({"ln_positions": "swinv2"})
+
+
+def test_the_factory_builds_it_from_weight_sources():
+    from dalleflow.models.factory import create_model
+
+    pipe = create_model({
+        "family": "dalle",
+        "weights": f"local-dir:{FIXTURES / 'dalle-tiny'}",
+        "options": {"vqgan": f"local-dir:{FIXTURES / 'vqgan-tiny'}", "hashtag_word_list": str(FIXTURES / "hashtag-words.txt")},
+    })
+    assert pipe.model.config.codebook_size == 1024  # the tiny VQGAN's codebook
+    images = pipe.generate([PROMPT], num_images=1, seed=0, top_k=16)
+    assert [im.size for im in images] == [(32, 32)]
