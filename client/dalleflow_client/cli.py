@@ -43,6 +43,11 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
         default=os.environ.get("DALLEFLOW_URL", DEFAULT_BASE_URL),
         help="server (default: $DALLEFLOW_URL or %(default)s)",
     )
+    server.add_argument(
+        "--api-key",
+        help="the server's API key, sent as a bearer token (default: $DALLEFLOW_API_KEY; "
+        "prefer the variable: a command line is visible to other users of the machine)",
+    )
     common = argparse.ArgumentParser(add_help=False, parents=[server])
     common.add_argument("--json", action="store_true", help="print the answer as JSON, without the base64 images")
 
@@ -135,14 +140,14 @@ def _sampling_options(args: argparse.Namespace) -> dict:
 
 @_reporting_errors
 def _run_generate(args: argparse.Namespace) -> None:
-    with Client(args.url) as client, ProgressBars() as bars:
+    with Client(args.url, api_key=args.api_key) as client, ProgressBars() as bars:
         result = bars.follow(client.generate_stream(args.prompt, generators=args.generators, **_sampling_options(args)))
     _save_and_show(result, args)
 
 
 @_reporting_errors
 def _run_diffuse(args: argparse.Namespace) -> None:
-    with Client(args.url) as client, ProgressBars() as bars:
+    with Client(args.url, api_key=args.api_key) as client, ProgressBars() as bars:
         result = bars.follow(client.diffuse_stream(args.image, args.prompt, skip_rate=args.skip_rate, **_sampling_options(args)))
     _save_and_show(result, args)
 
@@ -186,7 +191,7 @@ def _show_job(job: Job, args: argparse.Namespace) -> None:
 
 @_reporting_errors
 def _run_job_submit(args: argparse.Namespace) -> None:
-    with Client(args.url) as client:
+    with Client(args.url, api_key=args.api_key) as client:
         if args.image is None:
             job = client.submit_generate(args.prompt, generators=args.generators, **_sampling_options(args))
         else:
@@ -196,19 +201,19 @@ def _run_job_submit(args: argparse.Namespace) -> None:
 
 @_reporting_errors
 def _run_job_status(args: argparse.Namespace) -> None:
-    with Client(args.url) as client:
+    with Client(args.url, api_key=args.api_key) as client:
         _show_job(client.job(args.job_id), args)
 
 
 @_reporting_errors
 def _run_job_cancel(args: argparse.Namespace) -> None:
-    with Client(args.url) as client:
+    with Client(args.url, api_key=args.api_key) as client:
         _show_job(client.cancel_job(args.job_id), args)
 
 
 @_reporting_errors
 def _run_job_wait(args: argparse.Namespace) -> None:
-    with Client(args.url) as client, ProgressBars() as bars:
+    with Client(args.url, api_key=args.api_key) as client, ProgressBars() as bars:
         job = client.wait_job(args.job_id, on_update=bars.show_job)
     if job.status != "done":
         raise DalleflowError(f"job {job.id} {job.status}" + (f": {job.error}" if job.error else ""))
@@ -218,7 +223,7 @@ def _run_job_wait(args: argparse.Namespace) -> None:
 @_reporting_errors
 def _run_upscale(args: argparse.Namespace) -> None:
     started = time.monotonic()
-    with Client(args.url) as client, _spinner("upscaling"):
+    with Client(args.url, api_key=args.api_key) as client, _spinner("upscaling"):
         upscaled = client.upscale(args.image)
     seconds = time.monotonic() - started  # the answer has no timings of its own: the round trip as seen here
     path = upscaled.save(args.out or Path(f"upscaled-{upscaled.id}.png"))
@@ -234,7 +239,7 @@ def _run_interactive(args: argparse.Namespace) -> int:
     terminal = interactive.Terminal(sys.stdin, sys.stdout)
     try:
         prompt = args.prompt or terminal.ask("prompt", str, interactive.EXAMPLE_PROMPT)
-        with Client(args.url) as client:
+        with Client(args.url, api_key=args.api_key) as client:
             interactive.run(client, terminal, prompt, args.out, _sampling_options(args), waiting=_spinner)
     except (DalleflowError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

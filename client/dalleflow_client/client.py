@@ -47,6 +47,7 @@ from .schemas import (
 )
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+API_KEY_ENV = "DALLEFLOW_API_KEY"  # the client's key; the server's keys are in DALLEFLOW_API_KEYS
 # Generation on a CPU, or a large model on a busy GPU, takes minutes; a dead server is found by the connect timeout.
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 DEFAULT_RETRY = RetryPolicy()
@@ -162,6 +163,12 @@ def job_call(job_id: str, method: str = "GET") -> Call[Job]:
     return Call(method, f"/v1/jobs/{job_id}", read_job)
 
 
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The bearer header of `api_key`, or of $DALLEFLOW_API_KEY when it is None; none without a key."""
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+    return {"authorization": f"Bearer {key}"} if key else {}
+
+
 @contextmanager
 def _no_answer_as_error(base_url: httpx.URL, call: Call) -> Iterator[None]:
     try:
@@ -175,7 +182,8 @@ class Client:
     """Blocking client. Use it as a context manager, or call close().
 
     `timeout` applies to each call unless the call names its own; `retry` says when a 429,
-    a 503 or a connection failure is tried again (None: never; see dalleflow_client.retries).
+    a 503 or a connection failure is tried again (None: never; see dalleflow_client.retries);
+    `api_key` is sent as `Authorization: Bearer <key>` (default: $DALLEFLOW_API_KEY, if set).
     """
 
     def __init__(
@@ -183,9 +191,10 @@ class Client:
         base_url: str = DEFAULT_BASE_URL,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = DEFAULT_RETRY,
+        api_key: str | None = None,
     ):
         transport = RetryTransport(retry) if retry is not None else None
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport, headers=auth_headers(api_key))
 
     def _send(self, call: Call[T], timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> T:
         with _no_answer_as_error(self._http.base_url, call):
@@ -349,9 +358,12 @@ class AsyncClient:
         base_url: str = DEFAULT_BASE_URL,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = DEFAULT_RETRY,
+        api_key: str | None = None,
     ):
         transport = AsyncRetryTransport(retry) if retry is not None else None
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, transport=transport, headers=auth_headers(api_key)
+        )
 
     async def _send(self, call: Call[T], timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> T:
         with _no_answer_as_error(self._http.base_url, call):

@@ -32,6 +32,10 @@ class AppConfig(BaseModel):
     jina_compat: bool = Field(True, description="Also answer dalle-flow's Jina HTTP client at POST /post.")
     jobs_at_once: int = Field(1, ge=1, description="Jobs (POST /v1/jobs) each ingress replica runs at once; the others wait in order.")
     max_queued_jobs: int = Field(100, ge=0, description="Jobs waiting per ingress replica before POST /v1/jobs answers 429.")
+    api_keys_env: str = Field(
+        "DALLEFLOW_API_KEYS", description="Environment variable of the ingress holding the API keys (comma-separated); "
+        "keys there turn bearer authentication on. Never the keys themselves: Ray shows a config's args.")
+    api_key_required: bool = Field(False, description="Refuse to start without a key in api_keys_env (the cluster config).")
 
 
 def _models(config: AppConfig) -> list[dict]:
@@ -74,6 +78,8 @@ def compose_app(args: dict | None = None, deployments: list[dict] | None = None)
         jina_compat=config.jina_compat,
         jobs_at_once=config.jobs_at_once,
         max_queued_jobs=config.max_queued_jobs,
+        api_keys_env=config.api_keys_env,
+        api_key_required=config.api_key_required,
     )
     if overrides:
         raise ValueError(f"deployments: the app builds no deployment {sorted(overrides)}")

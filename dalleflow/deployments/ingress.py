@@ -12,6 +12,8 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
+from dalleflow.deployments.observability import IngressMetrics, TimedStage, log_through_serve, observe_requests
+from dalleflow.service.auth import ApiKeys
 from dalleflow.service.flow import Flow
 from dalleflow.service.http import create_app
 from dalleflow.service.jobs import JobManager
@@ -39,13 +41,23 @@ class Ingress:
         jina_compat: bool = True,
         jobs_at_once: int = 1,
         max_queued_jobs: int = 100,
+        api_keys_env: str = "DALLEFLOW_API_KEYS",
+        api_key_required: bool = False,
     ):
+        log_through_serve()
         self.jina_compat = jina_compat
+        # Read here, in the replica: the keys are in its environment (a Kubernetes Secret), never in the config.
+        self.api_keys = ApiKeys.from_env(api_keys_env, required=api_key_required)
+        self.metrics = IngressMetrics()
+
+        def stage(handle: DeploymentHandle, name: str, generator: str = "") -> TimedStage:
+            return TimedStage(HandleStage(handle, REPLICA_LOST), self.metrics.stage_seconds, name, generator)
+
         self.flow = Flow(
-            generators={name: HandleStage(handle, REPLICA_LOST) for name, handle in generators.items()},
-            ranker=HandleStage(ranker, REPLICA_LOST),
-            refiner=HandleStage(refiner, REPLICA_LOST),
-            upscaler=HandleStage(upscaler, REPLICA_LOST),
+            generators={name: stage(handle, "generator", name) for name, handle in generators.items()},
+            ranker=stage(ranker, "ranker"),
+            refiner=stage(refiner, "refiner"),
+            upscaler=stage(upscaler, "upscaler"),
             store=ImageStore(store_path),
             models=models,
             generator_timeout_s=generator_timeout_s,
@@ -53,7 +65,8 @@ class Ingress:
         self.jobs = JobManager(self.flow, concurrency=jobs_at_once, max_queued=max_queued_jobs)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        app = create_app(jina_compat_enabled=self.jina_compat)
+        app = create_app(jina_compat_enabled=self.jina_compat, api_keys=self.api_keys)
+        observe_requests(app, self.metrics)
         app.state.flow = self.flow
         app.state.jobs = self.jobs
         return app

@@ -31,6 +31,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 
 from dalleflow.service import jina_compat
+from dalleflow.service.auth import INVALID_CHALLENGE, ApiKeys
 from dalleflow.service.errors import ServiceError
 from dalleflow.service.flow import Flow
 from dalleflow.service.jobs import JobManager
@@ -87,8 +88,34 @@ def _ndjson(events: AsyncIterator[StreamEvent]) -> StreamingResponse:
     return StreamingResponse(lines(), media_type=NDJSON, headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
-def create_app(jina_compat_enabled: bool = True) -> FastAPI:
-    """The API; with jina_compat_enabled, also dalle-flow's Jina protocol at POST /post (see jina_compat.py)."""
+def _require_api_key(app: FastAPI, api_keys: ApiKeys) -> None:
+    """401 with WWW-Authenticate for a missing or wrong key; checked before the body limit,
+    so a caller without a key learns nothing else."""
+
+    @app.middleware("http")
+    async def require_api_key(request: Request, call_next):
+        # The path inside the app, whatever route prefix Serve mounted it under.
+        path = request.scope["path"].removeprefix(request.scope.get("root_path", "")) or "/"
+        challenge = api_keys.challenge(request.method, path, request.headers.get("authorization"))
+        if challenge is not None:
+            detail = "invalid API key" if challenge == INVALID_CHALLENGE else "missing API key (Authorization: Bearer <key>)"
+            return JSONResponse(status_code=401, content={"detail": detail}, headers={"www-authenticate": challenge})
+        return await call_next(request)
+
+    def openapi() -> dict:
+        # The docs' Authorize button: every API route takes a bearer key.
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)  # also kept as app.openapi_schema
+            schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"bearer": []}]
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+def create_app(jina_compat_enabled: bool = True, api_keys: ApiKeys | None = None) -> FastAPI:
+    """The API; with jina_compat_enabled, also dalle-flow's Jina protocol at POST /post (see jina_compat.py);
+    with api_keys, its routes answer 401 without one of them (auth.py says which stay open)."""
     app = FastAPI(
         title="dalleflow",
         version="0.1.0",
@@ -103,6 +130,9 @@ def create_app(jina_compat_enabled: bool = True) -> FastAPI:
                 status_code=413, content={"detail": f"request body over the limit of {MAX_BODY_BYTES} bytes"}
             )
         return await call_next(request)
+
+    if api_keys is not None and api_keys.is_enabled:
+        _require_api_key(app, api_keys)
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, error: ServiceError) -> JSONResponse:

@@ -183,3 +183,12 @@ def test_a_seeded_typo_inside_the_rayservice_serve_config_v2_fails_the_validatio
     problems = validate_serve_config(config)
     assert len(problems) == 1 and typo.split(":")[0] in problems[0]
     assert main([str(seeded)]) == 1
+
+
+def test_the_cluster_requires_api_keys_from_a_secret_in_the_ingress_environment():
+    spec = rayservice()["spec"]
+    args = yaml.safe_load(spec["serveConfigV2"])["applications"][0]["args"]
+    assert args["api_key_required"] is True and "api_keys" not in args  # the keys never sit in the config
+    (container,) = spec["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]
+    env = {variable["name"]: variable for variable in container["env"]}
+    assert env[args.get("api_keys_env", "DALLEFLOW_API_KEYS")]["valueFrom"]["secretKeyRef"]["key"]

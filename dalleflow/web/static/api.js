@@ -10,6 +10,7 @@ export class ApiError extends Error {
 }
 
 const STATUS_NAMES = {
+  401: "API key needed",
   404: "Not found",
   413: "Too large",
   422: "Invalid input",
@@ -33,17 +34,40 @@ function toApiError(status, body, text) {
   return new ApiError(status, `${title}: ${typeof detail === "string" ? detail : text || "no details"}`);
 }
 
-async function post(path, body) {
+// A server with API keys on answers 401: the page asks for the key once and keeps it in
+// this tab's sessionStorage (gone when the tab closes), sending it as a bearer token.
+const KEY_ITEM = "dalleflow-api-key";
+
+function authorization() {
+  const key = sessionStorage.getItem(KEY_ITEM);
+  return key ? { authorization: `Bearer ${key}` } : {};
+}
+
+async function send(path, init) {
+  const request = () => fetch(path, { ...init, headers: { ...init.headers, ...authorization() } });
   let response;
   try {
-    response = await fetch(path, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
-    });
+    response = await request();
+    if (response.status === 401) {
+      const key = window.prompt("This service needs an API key:");
+      if (key) {
+        sessionStorage.setItem(KEY_ITEM, key.trim());
+        response = await request();
+      }
+    }
   } catch (error) {
     throw new ApiError(0, `Cannot reach the service: ${error.message}`);
   }
+  if (response.status === 401) sessionStorage.removeItem(KEY_ITEM); // wrong: ask again next time
+  return response;
+}
+
+async function post(path, body) {
+  const response = await send(path, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
   const text = await response.text();
   let data = null;
   try {
@@ -59,16 +83,11 @@ async function post(path, body) {
 // line, {type: "progress" | "generated" | "result" | "error"}. onEvent sees progress and
 // generated events as they come; the promise gives the result, the same answer as post().
 async function postStreamed(path, body, onEvent) {
-  let response;
-  try {
-    response = await fetch(path, {
-      method: "POST",
-      headers: { "content-type": "application/json", accept: "application/x-ndjson" },
-      body: JSON.stringify(body),
-    });
-  } catch (error) {
-    throw new ApiError(0, `Cannot reach the service: ${error.message}`);
-  }
+  const response = await send(path, {
+    method: "POST",
+    headers: { "content-type": "application/json", accept: "application/x-ndjson" },
+    body: JSON.stringify(body),
+  });
   if (!response.ok) {
     const text = await response.text();
     let data = null;
