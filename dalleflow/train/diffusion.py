@@ -35,6 +35,7 @@ from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditio
 from dalleflow.models.diffusion import PixelDiffusionConfig, ShapesDiffusion, TextEncoder, TextEncoderConfig, shapes_vocab
 from dalleflow.models.diffusion.pixel_space import CoordinateUNet, PixelSpace
 from dalleflow.shapes import SceneSampler, render_scene
+from dalleflow.train.checkpoint import LEGACY, load_checkpoint, save_checkpoint
 
 CAPTION_DROPOUT = 0.1
 
@@ -153,9 +154,10 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
             state = {"step": record.get("steps", 0), "minutes": record.get("minutes", 0.0),
                      "curve": record.get("curve", [])}
 
-    checkpoint = out / "checkpoint.pt"
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)  # our own file, written below
+    saved = load_checkpoint(out)
+    if saved is None and (out / LEGACY).exists():  # never start over on top of an older run
+        raise SystemExit(f"{out / LEGACY} is an older checkpoint: python -m dalleflow.train.checkpoint --convert-legacy {out}")
+    if saved is not None:
         denoiser.load_state_dict(saved["denoiser"])
         text_encoder.load_state_dict(saved["text_encoder"])
         ema_denoiser.load_state_dict(saved["ema_denoiser"])
@@ -188,7 +190,8 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
         return model
 
     def save() -> None:
-        torch.save(
+        save_checkpoint(
+            out,
             {
                 "denoiser": denoiser.state_dict(),
                 "text_encoder": text_encoder.state_dict(),
@@ -199,9 +202,7 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
                 "torch_rng": torch.get_rng_state(),
                 "data_rng": batches.sampler.rng.getstate(),
             },
-            out / "checkpoint.tmp",
         )
-        (out / "checkpoint.tmp").replace(checkpoint)
 
     denoiser.train()
     text_encoder.train()

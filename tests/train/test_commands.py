@@ -5,19 +5,74 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from dalleflow.models.diffusion import ShapesDiffusion
 from dalleflow.models.ranker import ClipRanker
 from dalleflow.train import diffusion, ranker
+from dalleflow.train.checkpoint import convert_legacy, load_checkpoint, save_checkpoint
+
+
+def assert_same(left, right):
+    """Equal structures (an OrderedDict comes back a dict), tensors equal to the bit."""
+    assert type(left) is type(right) or (isinstance(left, dict) and isinstance(right, dict))
+    if isinstance(left, torch.Tensor):
+        assert left.dtype == right.dtype and torch.equal(left, right)
+    elif isinstance(left, dict):
+        assert list(left) == list(right)
+        for key in left:
+            assert_same(left[key], right[key])
+    elif isinstance(left, (list, tuple)):
+        assert len(left) == len(right)
+        for a, b in zip(left, right):
+            assert_same(a, b)
+    else:
+        assert left == right
+
+
+def sample_checkpoint() -> dict:
+    import random
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+            "data_rng": random.Random(3).getstate(), "state": {"step": 1, "curve": [[1, 0.5]], "note": None}}
+
+
+def test_a_checkpoint_round_trips_without_pickle(tmp_path):
+    checkpoint = sample_checkpoint()
+    save_checkpoint(tmp_path, checkpoint)
+    save_checkpoint(tmp_path, checkpoint)  # a second save replaces the first
+    assert_same(load_checkpoint(tmp_path), checkpoint)
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".safetensors"]
+    assert load_checkpoint(tmp_path / "none") is None
+
+
+def test_a_legacy_torch_checkpoint_converts_once(tmp_path):
+    checkpoint = sample_checkpoint()
+    torch.save(checkpoint, tmp_path / "checkpoint.pt")
+    with pytest.raises(SystemExit, match="--convert-legacy"):  # the trainer never starts over on top of it
+        diffusion.main(["--out", str(tmp_path), "--max-steps", "1", "--batch-size", "2", "--threads", "1"])
+    convert_legacy(tmp_path)
+    assert_same(load_checkpoint(tmp_path), checkpoint)
 
 
 def test_diffusion_training_resumes_and_exports(tmp_path):
     common = ["--out", str(tmp_path / "run"), "--batch-size", "2", "--threads", "1", "--checkpoint-minutes", "1000"]
     diffusion.main([*common, "--max-steps", "2"])
-    first = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state"]["step"]
+    first = load_checkpoint(tmp_path / "run")["state"]["step"]
     diffusion.main([*common, "--max-steps", "3", "--export", str(tmp_path / "model")])
     assert first == 2
+    # The resumed run ends where one run of 3 steps ends: weights, EMA, optimizer moments, data.
+    diffusion.main([*common[:1], str(tmp_path / "straight"), *common[2:], "--max-steps", "3"])
+    resumed, straight = load_checkpoint(tmp_path / "run"), load_checkpoint(tmp_path / "straight")
+    for part in ("denoiser", "ema_text", "optimizer"):
+        assert_same(resumed[part], straight[part])
+    assert resumed["data_rng"] == straight["data_rng"]
+    assert resumed["state"]["curve"] == straight["state"]["curve"]
     assert json.loads((tmp_path / "model" / "training.json").read_text())["steps"] == 3
     images = ShapesDiffusion.from_pretrained(tmp_path / "model").generate(["a red circle on the left on a white background"],
                                                                           num_inference_steps=2)
@@ -42,6 +97,6 @@ def test_diffusion_training_stopped_by_sigterm_saves_and_exports(tmp_path):
         output = line + run.stdout.read()
         assert run.wait(timeout=120) == 0, output
     assert "stopped by a signal" in output
-    steps = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["state"]["step"]
+    steps = load_checkpoint(tmp_path / "run")["state"]["step"]
     assert steps >= 100
     assert json.loads((tmp_path / "model" / "training.json").read_text())["steps"] == steps
