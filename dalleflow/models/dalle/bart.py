@@ -499,10 +499,12 @@ class DalleBart:
         meant 50: pass top_k=50 for its behaviour), temperature 1, super-conditioning
         scale 10 as in dalle-mini's examples (1 turns it off and halves the work).
         Row i samples with PRNGKey(seeds[i]) (default seed + i), so an image does not
-        depend on the other rows of its batch; the rows run `batch_rows` at a time
-        (the last call padded), so one compiled program serves every batch size and
-        a row's arithmetic is the same whatever shares its call (None: all at once,
-        e.g. for a GPU's larger batches)."""
+        depend on the other rows of its batch. Rows run in calls of a fixed size, the
+        last one padded: the smallest power of two that holds them all, at most
+        `batch_rows` (None: no limit, e.g. for a GPU's larger batches). So a CPU
+        compiles at most three programs (1, 2 and 4 rows), a lone image does not pay
+        for four, and an image's arithmetic depends on its call size only (float
+        rounding; its tokens flip only if a draw lands within rounding of a boundary)."""
         input_ids = np.repeat(np.asarray(input_ids), num_images, axis=0)
         attention_mask = np.repeat(np.asarray(attention_mask), num_images, axis=0)
         rows = input_ids.shape[0]
@@ -522,7 +524,9 @@ class DalleBart:
             jnp.float32(temperature), jnp.int32(top_k or 0), jnp.float32(1.0 if top_p is None else top_p),
             jnp.float32(condition_scale),
         )
-        step = batch_rows or rows
+        step = 1 << (rows - 1).bit_length()
+        if batch_rows:
+            step = min(step, batch_rows)
         chunks = []
         for start in range(0, rows, step):
             part = [a[start : start + step] for a in (input_ids, attention_mask, keys)]
