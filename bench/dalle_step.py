@@ -20,7 +20,8 @@ and is timed in process CPU seconds as well as wall seconds: on a shared machine
 the CPU time of a one-thread run is what the work itself cost, while wall time
 also counts the time other processes held the core. Timings are medians after a
 warm-up (compilation reported apart). Prints a table and writes
-bench/results/dalle_step.json.
+bench/results/dalle_step.json. Also times the top-k filter (lax.top_k against the
+threshold search that generation uses).
 """
 
 from __future__ import annotations
@@ -129,6 +130,21 @@ def bench_layer(layer: dict, batch: int, runs: int, read_bw: float) -> dict:
     }
 
 
+def bench_top_k(runs: int, rows: int = 4, k: int = 256) -> dict:
+    """The per-step filter over 16384 codes: lax.top_k's k-th value against the
+    threshold search (sampling.top_k_mask); both give the same mask."""
+    from dalleflow.models.dalle.sampling import top_k_mask
+
+    logits = jnp.asarray(np.random.default_rng(2).standard_normal((rows, 16384), dtype=np.float32))
+    by_top_k = jax.jit(lambda x: x >= jax.lax.top_k(x, k)[0][:, -1:])
+    by_search = jax.jit(lambda x: top_k_mask(x, k))
+    assert bool(jnp.all(by_top_k(logits) == by_search(logits)))
+    top_k_s = median_time(lambda: by_top_k(logits).block_until_ready(), runs * 10)
+    search_s = median_time(lambda: by_search(logits).block_until_ready(), runs * 10)
+    return {"rows": rows, "k": k, "lax_top_k_ms_per_row": top_k_s * 1e3 / rows,
+            "threshold_search_ms_per_row": search_s * 1e3 / rows, "speedup": top_k_s / search_s}
+
+
 def min_dalle_tokens(encoder, decoder, ids: np.ndarray, images: int, seed: int) -> np.ndarray:
     """min-dalle's MinDalle.generate_raw_image_stream token loop, minus its tokenizer,
     downloads and VQGAN (start token 16383 kept as it has it)."""
@@ -225,13 +241,16 @@ def layer_section(args) -> dict:
     return {"bandwidth": bw, "mega_layer_step": steps}
 
 
-def generate_section(args) -> list[dict]:
+def generate_section(args) -> dict:
+    top_k = bench_top_k(args.runs)
+    print(f"\ntop-k filter over 16384 codes, k {top_k['k']}: lax.top_k {top_k['lax_top_k_ms_per_row']:.3f} ms/row, "
+          f"threshold search {top_k['threshold_search_ms_per_row']:.3f} ms/row ({top_k['speedup']:.1f}x)")
     gens = bench_generate(args.runs)
     print("\nwhole generation, tiny checkpoint (2+2 layers, d 16), 256 positions, top_k 256, scale 16")
     print(f"{'images':>6} {'ours s':>8} {'min-dalle s':>12} {'speedup':>8} {'(compile s)':>12}")
     for r in gens:
         print(f"{r['images']:>6} {r['ours_s']:>8.3f} {r['min_dalle_s']:>12.3f} {r['speedup']:>7.1f}x {r['ours_compile_s']:>12.1f}")
-    return gens
+    return {"top_k_filter": top_k, "runs": gens}
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ Parameter names (ours <- dalle-mini's flax names, per layer):
   glu.{ln0, fc0, fc1, ln1, fc2} <- GLU_0.{LayerNorm_0, Dense_0, Dense_1, LayerNorm_1, Dense_2}
 Kernels are stored [in, out] as flax does. The published files keep each stack of
 layers "scanned" (one array with a leading layer axis); they are split into one
-array per layer at load, which on a CPU made a decode step ~5x faster than slicing
-the stacked arrays inside the step.
+array per layer at load (issue 3 measured a decode step ~5x slower on this CPU with
+the stacked arrays sliced inside the step; not re-measured here).
 """
 
 from __future__ import annotations
