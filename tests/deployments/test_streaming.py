@@ -68,3 +68,13 @@ def test_closing_the_stream_stops_the_generators_loop(server_url):
         time.sleep(0.5)
     assert after["done"] == before["done"]  # it did not run to the end
     assert after["steps_run"] - before["steps_run"] < 100
+
+
+def test_the_same_events_through_a_ray_handle(serve_app):
+    from dalleflow_client.schemas import GenerateRequest
+
+    handle = serve.get_app_handle("dalleflow").options(stream=True)
+    request = GenerateRequest(prompt=PROMPT, num_images=1, num_inference_steps=2, seed=8)
+    events = list(handle.generate_stream.remote(request))
+    assert [type(e) for e in events] == [ProgressEvent, ProgressEvent, GeneratedEvent, ResultEvent]
+    assert events[-1].result.candidates[0].seed == 8

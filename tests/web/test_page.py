@@ -26,6 +26,7 @@ CHROMIUM = os.environ.get("DALLEFLOW_CHROMIUM", "/usr/bin/chromium")
 PROMPT = "a red circle on the left on a white background"
 # Ray Serve on a busy 2-core CPU: a request can take a while, never minutes.
 WAIT_MS = 180_000
+expect.set_options(timeout=WAIT_MS)  # expect's own default is 5 s, whatever the page's is
 
 
 class Screenshots:
