@@ -141,9 +141,11 @@ class JobManager:
             await self._finish(job, "done")
 
     async def _finish(self, job: Job, status: str, error: str | None = None) -> None:
-        job.status, job.error, job.finished_at = status, error, time.time()
+        # Written before anyone is told: until the record is on disk, GET still answers the
+        # live state, so no client sees an end a restart could lose.
+        final = job.model_copy(update={"status": status, "error": error, "finished_at": time.time()})
         try:
-            await asyncio.shield(self._write(job))
+            await asyncio.shield(self._write(final))
         finally:
             del self._live[job.id], self._tasks[job.id]
             self._written_at.pop(job.id, None)

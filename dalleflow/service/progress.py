@@ -6,13 +6,15 @@ answer makes them stop between two steps (raising Interrupted). SteppedCall turn
 that into an async iterator of Step events ending with Done(output). Closing the
 iterator early, or cancelling the task that reads it (a client gone: Ray Serve
 raises CancelledError in the replica), sets the stop flag, so the model stops at its
-next step instead of finishing work nobody will read.
+next step instead of finishing work nobody will read. A model call without a
+`callback` parameter runs as it is: its stream is its answer alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -57,6 +59,11 @@ def preview_strip(images: list[Image.Image], tile: int = PREVIEW_TILE) -> Image.
     return strip
 
 
+def _takes_callback(function: Callable[..., Any]) -> bool:
+    parameters = inspect.signature(function).parameters
+    return "callback" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
 class SteppedCall:
     """`function(*args, callback=..., **kwargs)` in a worker thread, its steps as events.
 
@@ -90,7 +97,10 @@ class SteppedCall:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Step] = asyncio.Queue()
         callback = functools.partial(self._on_step, loop, queue)
-        worker = asyncio.ensure_future(asyncio.to_thread(self._call, callback=callback))
+        if _takes_callback(self._call.func):
+            worker = asyncio.ensure_future(asyncio.to_thread(self._call, callback=callback))
+        else:
+            worker = asyncio.ensure_future(asyncio.to_thread(self._call))
         worker.add_done_callback(self._finished)
         try:
             while not worker.done():

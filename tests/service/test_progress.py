@@ -56,3 +56,13 @@ async def test_the_models_error_comes_through(tiny_diffusion):
 def test_preview_strip_scales_large_images_down():
     strip = preview_strip([Image.new("RGB", (512, 256)), Image.new("RGB", (32, 32))])
     assert strip.size == (64 + 32, 32)
+
+
+async def test_a_model_call_without_a_step_callback_streams_its_answer_alone():
+    def upscale(image):  # no callback parameter: nothing to report between steps
+        return image.resize((8, 8))
+
+    call = SteppedCall(upscale, Image.new("RGB", (2, 2)))
+    events = [event async for event in call.events()]
+    assert len(events) == 1 and events[0].output.size == (8, 8)
+    assert (call.steps_run, call.outcome) == (0, "done")
