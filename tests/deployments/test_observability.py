@@ -27,13 +27,17 @@ def sample(text: str, name: str, **tags: str) -> float | None:
 
 def wait_for(ray, name: str, at_least: float, **tags: str) -> float:
     """Ray pushes metrics to its exporter every few seconds: poll until the sample is there."""
+    return poll(ray, name, lambda value: value >= at_least, f">= {at_least}", **tags)
+
+
+def poll(ray, name: str, wanted, description: str, **tags: str) -> float:
     deadline, value = time.monotonic() + 60, None
     while time.monotonic() < deadline:
         value = sample(exported_metrics(ray), name, **tags)
-        if value is not None and value >= at_least:
+        if value is not None and wanted(value):
             return value
         time.sleep(1)
-    raise AssertionError(f"{name}{tags}: {value} after 60 s, wanted >= {at_least}")
+    raise AssertionError(f"{name}{tags}: {value} after 60 s, wanted {description}")
 
 
 def test_stage_latency_images_and_rejections_are_exported(ray_session, server_url):
@@ -50,4 +54,7 @@ def test_stage_latency_images_and_rejections_are_exported(ray_session, server_ur
     assert wait_for(ray_session, "dalleflow_images_generated_total", 2)
     assert wait_for(ray_session, "dalleflow_rejections_total", 1, route="/v1/generate", status_code="422")
     # The gauge is back to 0 once the requests are answered (each replica reports its own).
-    assert sample(exported_metrics(ray_session), "dalleflow_ingress_in_flight", deployment="ingress") == 0
+    # The last value pushed may predate the answer, so wait for the next push; other tests'
+    # apps have ingresses too (a flooded one may have left its last value behind).
+    poll(ray_session, "dalleflow_ingress_in_flight", lambda value: value == 0, "== 0",
+         application="dalleflow", deployment="ingress")
