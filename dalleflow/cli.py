@@ -5,7 +5,7 @@
     dalleflow diffuse IMAGE_ID --prompt "..." --skip-rate 0.5
     dalleflow upscale IMAGE_ID --out final.png
     dalleflow interactive "..."          # generate -> pick -> vary -> upscale, asked in the terminal
-    dalleflow train diffusion|ranker ...  # reproduce the embedded weights
+    dalleflow train diffusion|ranker|vqgan|dalle ...  # reproduce the embedded weights
 
 generate, diffuse, upscale and interactive are the client's commands (dalleflow_client.cli).
 """
@@ -57,12 +57,18 @@ def _serve(args: argparse.Namespace) -> int:
         os.unlink(written.name)
 
 
+TRAINERS = {
+    "diffusion": "dalleflow.train.diffusion",
+    "ranker": "dalleflow.train.ranker",
+    "vqgan": "dalleflow.train.vqgan",
+    "dalle": "dalleflow.train.dalle",
+}
+
+
 def _train(args: argparse.Namespace) -> int:
-    if args.model == "diffusion":
-        from dalleflow.train.diffusion import main as train_main
-    else:
-        from dalleflow.train.ranker import main as train_main
-    train_main(args.rest)
+    import importlib
+
+    importlib.import_module(TRAINERS[args.model]).main(args.rest)
     return 0
 
 
@@ -77,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     train = commands.add_parser("train", help="train an embedded model; `dalleflow train diffusion --help` for options")
-    train.add_argument("model", choices=["diffusion", "ranker"])
+    train.add_argument("model", choices=list(TRAINERS))
     train.add_argument("rest", nargs=argparse.REMAINDER, help="options of that trainer")
     train.set_defaults(func=_train)
 

@@ -76,14 +76,15 @@ def _swin2sr(spec: ModelSpec):
 
 def _dalle(spec: ModelSpec):
     """DalleBart weights (dalle-mini's folder layout) in `weights`; the VQGAN's in
-    options["vqgan"], a weight source string of its own."""
-    from dalleflow.models.dalle import DallePipeline
+    options["vqgan"], a weight source string of its own; other options (dtype,
+    temperature, top_k, top_p) go to DalleGenerator."""
+    from dalleflow.models.dalle.generator import DalleGenerator
 
     options = dict(spec.options)
     if "vqgan" not in options:
         raise ValueError("dalle: options.vqgan names the VQGAN weights (e.g. local-dir:PATH)")
     vqgan = resolve_weights(options.pop("vqgan"))
-    return DallePipeline.from_pretrained(resolve_weights(spec.weights), vqgan, **options)
+    return DalleGenerator.from_pretrained(resolve_weights(spec.weights), vqgan, **options)
 
 
 FAMILIES = {

@@ -29,7 +29,8 @@ from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image
 
 from dalleflow.models.devices import default_device, resolve_dtype
-from dalleflow.models.diffusion.pipeline import Interrupted, StepCallback, image_seed
+from dalleflow.models.batching import image_seed
+from dalleflow.models.steps import Interrupted, StepCallback
 
 
 class StableDiffusion:

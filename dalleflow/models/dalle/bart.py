@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -32,6 +33,11 @@ import numpy as np
 from dalleflow.models.dalle import msgpack_io
 from dalleflow.models.dalle.config import DalleBartConfig
 from dalleflow.models.dalle.sampling import filter_logits, sample
+from dalleflow.models.steps import Interrupted
+
+# Called after each span of positions with (step_index, step_count, tokens so far
+# [rows, image_length]); returning True stops generation.
+TokenCallback = Callable[[int, int, np.ndarray], bool | None]
 
 LN_EPS = 1e-5  # every layer norm in DalleBart
 
@@ -197,27 +203,22 @@ def decoder_layer_step(
 
 
 @functools.partial(jax.jit, static_argnames=("config", "use_uncond"))
-def sample_image_tokens(
+def start_sampling(
     params: dict,
     config: DalleBartConfig,
     cond_ids: jax.Array,
     cond_mask: jax.Array,
     uncond_kv: list[tuple[jax.Array, jax.Array]],
     uncond_mask: jax.Array,
-    keys: jax.Array,
-    temperature: jax.Array,
-    top_k: jax.Array,
-    top_p: jax.Array,
-    condition_scale: jax.Array,
     use_uncond: bool,
-) -> jax.Array:
-    """One program for a whole batch: rows [b] of prompt tokens (already repeated
-    per image), one PRNG key per row -> image tokens [b, image_length].
+) -> tuple:
+    """Rows [b] of prompt tokens (already repeated per image) -> the sampling state:
+    (cross-attention keys/values and mask, computed once, and the carry of
+    sample_span: the start token and an empty self-attention cache).
 
     With use_uncond, every row is decoded twice, once against its prompt and once
-    against the "" prompt (whose cross-attention keys/values `uncond_kv` [1, h, t, d]
-    the caller computed once), and the logits combine as
-    uncond + condition_scale * (cond - uncond)."""
+    against the unconditional prompt (whose cross-attention keys/values `uncond_kv`
+    [1, h, t, d] the caller computed once), for super-conditioning."""
     heads = config.decoder_attention_heads
     rows = cond_ids.shape[0]
     states = encode(params, config, cond_ids, cond_mask)
@@ -237,6 +238,32 @@ def sample_image_tokens(
         (jnp.zeros((width, heads, config.image_length, head_dim), dtype),) * 2
         for _ in params["decoder"]["layers"]
     ]
+    start = jnp.full((rows,), config.start_token, jnp.int32)
+    return (cross_kv, cross_mask), (start, cache)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "use_uncond"))
+def sample_span(
+    params: dict,
+    config: DalleBartConfig,
+    cross: tuple,
+    carry: tuple,
+    positions: jax.Array,
+    keys: jax.Array,
+    temperature: jax.Array,
+    top_k: jax.Array,
+    top_p: jax.Array,
+    condition_scale: jax.Array,
+    use_uncond: bool,
+) -> tuple[tuple, jax.Array]:
+    """The image tokens at `positions` (consecutive, continuing `carry`), one PRNG
+    key per row -> (the carry for the next span, tokens [b, len(positions)]).
+
+    Spans of any length make the same tokens: position p samples with
+    fold_in(key, p) whichever span it is in. With use_uncond the logits combine as
+    uncond + condition_scale * (cond - uncond)."""
+    cross_kv, cross_mask = cross
+    rows = keys.shape[0]
 
     def step(carry, position):
         token, cache = carry
@@ -251,9 +278,8 @@ def sample_image_tokens(
         token = jax.vmap(sample)(step_keys, logits)
         return (token, cache), token
 
-    start = jnp.full((rows,), config.start_token, jnp.int32)
-    _, tokens = jax.lax.scan(step, (start, cache), jnp.arange(config.image_length))
-    return tokens.T
+    carry, tokens = jax.lax.scan(step, carry, positions)
+    return carry, tokens.T
 
 
 def init_params(config: DalleBartConfig, key: jax.Array, std: float = 0.02) -> dict:
@@ -492,6 +518,8 @@ class DalleBart:
         top_p: float | None = None,
         condition_scale: float = 10.0,
         batch_rows: int | None = 4,
+        callback: TokenCallback | None = None,
+        progress_spans: int = 8,
     ) -> np.ndarray:
         """Image tokens [prompts * num_images, image_length], prompt-major.
 
@@ -504,7 +532,12 @@ class DalleBart:
         `batch_rows` (None: no limit, e.g. for a GPU's larger batches). So a CPU
         compiles at most three programs (1, 2 and 4 rows), a lone image does not pay
         for four, and an image's arithmetic depends on its call size only (float
-        rounding; its tokens flip only if a draw lands within rounding of a boundary)."""
+        rounding; its tokens flip only if a draw lands within rounding of a boundary).
+
+        callback(step_index, step_count, tokens): called after each of `progress_spans` spans
+        of positions per row chunk, with every row's tokens so far (later positions
+        0); a truthy answer stops generation (Interrupted). The tokens equal those of
+        a call without callback."""
         input_ids = np.repeat(np.asarray(input_ids), num_images, axis=0)
         attention_mask = np.repeat(np.asarray(attention_mask), num_images, axis=0)
         rows = input_ids.shape[0]
@@ -527,16 +560,28 @@ class DalleBart:
         step = 1 << (rows - 1).bit_length()
         if batch_rows:
             step = min(step, batch_rows)
-        chunks = []
-        for start in range(0, rows, step):
+        length = self.config.image_length
+        span = length if callback is None else max(1, length // progress_spans)
+        spans = [np.arange(p, min(p + span, length), dtype=np.int32) for p in range(0, length, span)]
+        chunks = [np.zeros((min(step, rows - start), length), np.int32) for start in range(0, rows, step)]
+        # Rows run chunk by chunk; with a callback each chunk's positions run span by span.
+        for chunk_index, start in enumerate(range(0, rows, step)):
             part = [a[start : start + step] for a in (input_ids, attention_mask, keys)]
             real = part[0].shape[0]
             part = [np.concatenate([a, np.repeat(a[-1:], step - real, axis=0)]) for a in part]
-            tokens = sample_image_tokens(
-                self.params, self.config, *(jnp.asarray(a) for a in part[:2]),
-                uncond, uncond_mask, jnp.asarray(part[2]), *settings, use_uncond,
+            cross, carry = start_sampling(
+                self.params, self.config, *(jnp.asarray(a) for a in part[:2]), uncond, uncond_mask, use_uncond
             )
-            chunks.append(np.asarray(tokens)[:real])
+            for span_index, positions in enumerate(spans):
+                carry, tokens = sample_span(
+                    self.params, self.config, cross, carry, jnp.asarray(positions), jnp.asarray(part[2]),
+                    *settings, use_uncond,
+                )
+                chunks[chunk_index][:, positions] = np.asarray(tokens)[:real]
+                if callback is not None:
+                    index, count = chunk_index * len(spans) + span_index, len(chunks) * len(spans)
+                    if callback(index, count, np.concatenate(chunks)):
+                        raise Interrupted(f"stopped after step {index + 1} of {count}")
         return np.concatenate(chunks)
 
 

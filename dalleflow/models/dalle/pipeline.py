@@ -10,6 +10,7 @@ from PIL import Image
 from dalleflow.models.dalle.bart import DalleBart
 from dalleflow.models.dalle.text import DalleBartTokenizer
 from dalleflow.models.dalle.vqgan import VQGANDecoder
+from dalleflow.models.steps import StepCallback
 
 
 class DallePipeline:
@@ -42,9 +43,11 @@ class DallePipeline:
             VQGANDecoder.from_pretrained(vqgan_folder, dtype),
         )
 
-    def generate_tokens(self, prompts: list[str], num_images: int = 1, **options):
+    def generate_tokens(self, prompts: list[str], num_images: int = 1, negative_prompt: str | None = None, **options):
+        """negative_prompt: super-conditioning subtracts it instead of "" (None or "": the unconditional prompt)."""
         ids, mask = self.tokenizer(prompts)
-        return self.model.generate(ids, mask, *self._uncond, num_images=num_images, **options)
+        uncond = self.tokenizer([negative_prompt]) if negative_prompt else self._uncond
+        return self.model.generate(ids, mask, *uncond, num_images=num_images, **options)
 
     def generate(
         self,
@@ -56,11 +59,21 @@ class DallePipeline:
         top_k: int | None = None,
         top_p: float | None = None,
         condition_scale: float = 10.0,
+        negative_prompt: str | None = None,
+        callback: StepCallback | None = None,
     ) -> list[Image.Image]:
         """num_images per prompt, prompt-major; image i samples with seeds[i]
-        (default seed + i). See DalleBart.generate for the sampling defaults."""
+        (default seed + i). See DalleBart.generate for the sampling defaults.
+        callback gets, after each span of tokens, previews: the token grids so far
+        decoded (the image fills in top to bottom, as it is sampled)."""
+        on_tokens = None
+        if callback is not None:
+            def on_tokens(step: int, step_count: int, tokens) -> bool | None:
+                return callback(step, step_count, self.vqgan.decode_images(tokens))
+
         tokens = self.generate_tokens(
             prompts, num_images, seed=seed, seeds=seeds, temperature=temperature,
-            top_k=top_k, top_p=top_p, condition_scale=condition_scale,
+            top_k=top_k, top_p=top_p, condition_scale=condition_scale, negative_prompt=negative_prompt,
+            callback=on_tokens,
         )
         return self.vqgan.decode_images(tokens)

@@ -1,5 +1,7 @@
-"""The VQGAN f16 decoder (taming-transformers' architecture, as dalle-mini's
-vqgan-jax stores it): image tokens -> codebook vectors -> pixels, NHWC.
+"""The VQGAN (taming-transformers' architecture, as dalle-mini's vqgan-jax
+stores it): the decoder (image tokens -> codebook vectors -> pixels, NHWC) that
+DALL·E mini/Mega need, and the encoder (pixels -> tokens) that training a
+DalleBart on a new world needs.
 
 Parameters keep the flax names of dalle-mini/vqgan_imagenet_f16_16384's
 flax_model.msgpack (quantize.embedding, post_quant_conv, decoder.conv_in,
@@ -69,6 +71,53 @@ def upsample_nearest(x: jax.Array) -> jax.Array:
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
+def downsample(x: jax.Array, p: dict) -> jax.Array:
+    """Stride-2 3x3 convolution padded on the bottom and right only, as taming's."""
+    y = jax.lax.conv_general_dilated(
+        x, p["kernel"].astype(x.dtype), (2, 2), ((0, 1), (0, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    return y + p["bias"]
+
+
+def encoder(params: dict, config: VQGANConfig, pixels: jax.Array) -> jax.Array:
+    """Pixels [b, H, W, 3] in [-1, 1] -> latents [b, H/f, W/f, embed_dim] (after quant_conv)."""
+    p = params["encoder"]
+    x = conv(pixels, p["conv_in"])
+    levels = len(config.ch_mult)
+    for level in range(levels):
+        down = p[f"down_{level}"]
+        attends = config.resolution // 2**level in config.attn_resolutions
+        for j in range(config.num_res_blocks):
+            x = resnet_block(x, down[f"block_{j}"])
+            if attends:
+                x = attention_block(x, down[f"attn_{j}"])
+        if level != levels - 1:
+            x = downsample(x, down["downsample"]["conv"])
+    x = resnet_block(x, p["mid"]["block_1"])
+    x = attention_block(x, p["mid"]["attn_1"])
+    x = resnet_block(x, p["mid"]["block_2"])
+    x = conv(jax.nn.swish(group_norm(x, p["norm_out"])), p["conv_out"])
+    return conv(x, params["quant_conv"])
+
+
+def nearest_codes(latents: jax.Array, codebook: jax.Array) -> jax.Array:
+    """Latents [..., d] -> index of the nearest codebook row (squared distance)."""
+    distances = (
+        jnp.sum(jnp.square(latents), axis=-1, keepdims=True)
+        - 2.0 * latents @ codebook.T
+        + jnp.sum(jnp.square(codebook), axis=-1)
+    )
+    return jnp.argmin(distances, axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def encode_tokens(params: dict, config: VQGANConfig, pixels: jax.Array) -> jax.Array:
+    """Pixels [b, H, W, 3] in [0, 1] -> image tokens [b, (H/f)*(W/f)], row-major."""
+    latents = encoder(params, config, pixels * 2.0 - 1.0)
+    codes = nearest_codes(latents, params["quantize"]["embedding"]["embedding"])
+    return codes.reshape(codes.shape[0], -1)
+
+
 def decoder(params: dict, config: VQGANConfig, z: jax.Array) -> jax.Array:
     """Latents [b, h, w, z_channels] -> pixels [b, 16h, 16w, 3], not clipped."""
     p = params["decoder"]
@@ -106,9 +155,9 @@ def to_pil(pixels) -> list[Image.Image]:
     return [Image.fromarray(a) for a in array]
 
 
-def init_decoder_params(config: VQGANConfig, key: jax.Array) -> dict:
-    """Fresh decoder-side weights (codebook, post_quant_conv, decoder) in the
-    checkpoint's layout: the start for training a VQGAN's decoder."""
+def init_params(config: VQGANConfig, key: jax.Array, with_encoder: bool = True) -> dict:
+    """Fresh weights in the checkpoint's layout: the start for training a VQGAN
+    (with_encoder=False: only the decoding half, codebook included)."""
     keys = iter(jax.random.split(key, 4096))
 
     def conv_p(k, cin, cout):
@@ -127,19 +176,20 @@ def init_decoder_params(config: VQGANConfig, key: jax.Array) -> dict:
     def attn_p(c):
         return {"norm": norm_p(c), **{name: conv_p(1, c, c) for name in ("q", "k", "v", "proj_out")}}
 
+    def mid_p(c):
+        return {"block_1": res_p(c, c), "attn_1": attn_p(c), "block_2": res_p(c, c)}
+
     levels = len(config.ch_mult)
+    attends = [config.resolution // 2**level in config.attn_resolutions for level in range(levels)]
     block_in = config.ch * config.ch_mult[-1]
-    decoder = {
-        "conv_in": conv_p(3, config.z_channels, block_in),
-        "mid": {"block_1": res_p(block_in, block_in), "attn_1": attn_p(block_in), "block_2": res_p(block_in, block_in)},
-    }
+    decoder = {"conv_in": conv_p(3, config.z_channels, block_in), "mid": mid_p(block_in)}
     for level in reversed(range(levels)):
         block_out = config.ch * config.ch_mult[level]
         up = {}
         for j in range(config.num_res_blocks + 1):
             up[f"block_{j}"] = res_p(block_in, block_out)
             block_in = block_out
-            if config.resolution // 2**level in config.attn_resolutions:
+            if attends[level]:
                 up[f"attn_{j}"] = attn_p(block_in)
         if level != 0 and config.resamp_with_conv:
             up["upsample"] = {"conv": conv_p(3, block_in, block_in)}
@@ -147,11 +197,32 @@ def init_decoder_params(config: VQGANConfig, key: jax.Array) -> dict:
     decoder["norm_out"] = norm_p(block_in)
     decoder["conv_out"] = conv_p(3, block_in, config.out_ch)
     codebook = jax.random.uniform(next(keys), (config.n_embed, config.embed_dim), jnp.float32, -1.0, 1.0)
-    return {
+    params = {
         "quantize": {"embedding": {"embedding": codebook}},
         "post_quant_conv": conv_p(1, config.embed_dim, config.z_channels),
         "decoder": decoder,
     }
+    if not with_encoder:
+        return params
+    block_in = config.ch
+    encoder = {"conv_in": conv_p(3, config.out_ch, block_in)}
+    for level in range(levels):
+        block_out = config.ch * config.ch_mult[level]
+        down = {}
+        for j in range(config.num_res_blocks):
+            down[f"block_{j}"] = res_p(block_in, block_out)
+            block_in = block_out
+            if attends[level]:
+                down[f"attn_{j}"] = attn_p(block_in)
+        if level != levels - 1:
+            down["downsample"] = {"conv": conv_p(3, block_in, block_in)}
+        encoder[f"down_{level}"] = down
+    encoder.update(mid=mid_p(block_in), norm_out=norm_p(block_in), conv_out=conv_p(3, block_in, config.z_channels))
+    return {**params, "encoder": encoder, "quant_conv": conv_p(1, config.z_channels, config.embed_dim)}
+
+
+def init_decoder_params(config: VQGANConfig, key: jax.Array) -> dict:
+    return init_params(config, key, with_encoder=False)
 
 
 class VQGANDecoder:

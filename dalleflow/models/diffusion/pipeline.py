@@ -26,14 +26,7 @@ from dalleflow.models.batching import image_seed, run_in_fixed_rows
 from dalleflow.models.diffusion.pixel_space import CoordinateUNet, PixelSpace
 from dalleflow.models.diffusion.text_encoder import TextEncoder
 
-# Called after each denoising step with (step_index, step_count, preview images
-# or None: the predicted clean images, one per image of the call); returning True
-# asks the loop to stop (diffusers' interrupt flag).
-StepCallback = Callable[[int, int, list[Image.Image] | None], bool | None]
-
-
-class Interrupted(Exception):
-    """The step callback asked to stop; no images were finished."""
+from dalleflow.models.steps import Interrupted, StepCallback  # noqa: F401 (the diffusion previews: predicted clean images)
 
 
 @dataclasses.dataclass

@@ -90,11 +90,45 @@ def test_an_unsupported_variant_is_refused(tmp_path):
 def test_the_factory_builds_it_from_weight_sources():
     from dalleflow.models.factory import create_model
 
-    pipe = create_model({
+    generator = create_model({
         "family": "dalle",
         "weights": f"local-dir:{FIXTURES / 'dalle-tiny'}",
-        "options": {"vqgan": f"local-dir:{FIXTURES / 'vqgan-tiny'}", "hashtag_word_list": str(FIXTURES / "hashtag-words.txt")},
+        "options": {"vqgan": f"local-dir:{FIXTURES / 'vqgan-tiny'}", "hashtag_word_list": str(FIXTURES / "hashtag-words.txt"),
+                    "top_k": 16},
     })
-    assert pipe.model.config.codebook_size == 1024  # the tiny VQGAN's codebook
-    images = pipe.generate([PROMPT], num_images=1, seed=0, top_k=16)
+    assert generator.pipeline.model.config.codebook_size == 1024  # the tiny VQGAN's codebook
+    # the flow's fields: guidance_scale is super-conditioning's scale; steps mean nothing here
+    images = generator.generate([PROMPT], num_images=1, seed=0, guidance_scale=4.0, num_inference_steps=7)
     assert [im.size for im in images] == [(32, 32)]
+    same = generator.pipeline.generate([PROMPT], num_images=1, seed=0, top_k=16, condition_scale=4.0)
+    assert pixels(images).tobytes() == pixels(same).tobytes()
+
+
+def test_a_negative_prompt_replaces_the_unconditional_one(pipeline):
+    plain = pipeline.generate_tokens([PROMPT], num_images=2, seed=3, condition_scale=5.0)
+    empty = pipeline.generate_tokens([PROMPT], num_images=2, seed=3, condition_scale=5.0, negative_prompt="")
+    negative = pipeline.generate_tokens([PROMPT], num_images=2, seed=3, condition_scale=5.0, negative_prompt="sunset")
+    assert np.array_equal(plain, empty)
+    assert not np.array_equal(plain, negative)
+
+
+def test_progress_comes_in_spans_and_changes_no_token(pipeline):
+    seen = []
+
+    def callback(step, step_count, previews):
+        seen.append((step, step_count, len(previews), previews[0].size))
+
+    options = dict(num_images=3, seed=2, top_k=32)
+    with_progress = pipeline.generate([PROMPT], callback=callback, **options)
+    assert pixels(with_progress).tobytes() == pixels(pipeline.generate([PROMPT], **options)).tobytes()
+    # 3 rows run as one chunk of 4; 256 positions in 8 spans
+    assert seen == [(i, 8, 3, (32, 32)) for i in range(8)]
+
+
+def test_a_truthy_callback_stops_between_spans(pipeline):
+    from dalleflow.models.steps import Interrupted
+
+    steps = []
+    with pytest.raises(Interrupted, match="step 2 of 8"):
+        pipeline.generate([PROMPT], num_images=1, seed=0, callback=lambda step, count, previews: steps.append(step) or step == 1)
+    assert steps == [0, 1]

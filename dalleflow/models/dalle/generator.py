@@ -1,0 +1,56 @@
+"""DALL·E behind the generator interface the flow calls (as the diffusion models):
+generate(prompts, num_images, seed | seeds, guidance_scale, negative_prompt, ...).
+
+The flow's sampling fields are diffusers' names; here they mean:
+- guidance_scale -> super-conditioning's condition_scale (dalle-mini's
+  classifier-free guidance on the logits: uncond + scale * (cond - uncond));
+- negative_prompt -> the prompt subtracted in place of "" (what a negative
+  prompt means in diffusers' guidance too);
+- num_inference_steps -> unused: an autoregressive model always makes its
+  image_length tokens.
+temperature, top_k and top_p are the deployment's options (serve config), not
+the request's: they are properties of the model that a user of the HTTP API
+should not need to know.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from dalleflow.models.dalle.pipeline import DallePipeline
+from dalleflow.models.steps import StepCallback
+
+
+class DalleGenerator:
+    def __init__(self, pipeline: DallePipeline, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None):
+        self.pipeline = pipeline
+        self.sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+
+    @classmethod
+    def from_pretrained(
+        cls, dalle_folder: str | Path, vqgan_folder: str | Path, dtype: str | None = None,
+        hashtag_word_list: str | Path | None = None,
+        temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+    ) -> DalleGenerator:
+        pipeline = DallePipeline.from_pretrained(dalle_folder, vqgan_folder, dtype, hashtag_word_list)
+        return cls(pipeline, temperature, top_k, top_p)
+
+    def generate(
+        self,
+        prompts: list[str],
+        num_images: int = 1,
+        seed: int = 0,
+        seeds: list[int] | None = None,
+        guidance_scale: float = 3.0,
+        negative_prompt: str | None = None,
+        num_inference_steps: int | None = None,
+        callback: StepCallback | None = None,
+    ) -> list[Image.Image]:
+        """num_images per prompt, prompt-major; image i samples with seeds[i] (default
+        seed + i). callback: progress after each eighth of the tokens, with previews."""
+        return self.pipeline.generate(
+            prompts, num_images, seed=seed, seeds=seeds, condition_scale=guidance_scale,
+            negative_prompt=negative_prompt, callback=callback, **self.sampling,
+        )
