@@ -16,13 +16,15 @@ from dalleflow.deployments.stages import Generator, Ranker, Refiner, Upscaler
 from dalleflow.models.factory import ModelSpec
 
 EMBEDDED_DIFFUSION = ModelSpec(family="shapes-diffusion", weights="embedded:shapes-diffusion")
+EMBEDDED_DALLE = ModelSpec(family="dalle", weights="embedded:shapes-dalle", options={"vqgan": "embedded:shapes-vqgan"})
 
 
 class AppConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     generators: dict[str, ModelSpec] = Field(
-        default_factory=lambda: {"diffusion": EMBEDDED_DIFFUSION}, description="Enabled generators by name."
+        default_factory=lambda: {"diffusion": EMBEDDED_DIFFUSION, "dalle": EMBEDDED_DALLE},
+        description="Enabled generators by name.",
     )
     ranker: ModelSpec = ModelSpec(family="open-clip", weights="embedded:shapes-clip")
     refiner: ModelSpec = EMBEDDED_DIFFUSION

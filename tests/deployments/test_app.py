@@ -21,5 +21,5 @@ def test_ray_accepts_build_app_as_the_builder_of_the_serve_config():
 
 
 def test_compose_app_refuses_options_for_a_deployment_it_does_not_build():
-    with pytest.raises(ValueError, match="generator-dalle"):
-        compose_app({}, deployments=[{"name": "generator-dalle", "num_replicas": 2}])
+    with pytest.raises(ValueError, match="generator-stable-diffusion"):
+        compose_app({}, deployments=[{"name": "generator-stable-diffusion", "num_replicas": 2}])

@@ -1,12 +1,14 @@
 """Batching across requests changes no answer (issue 4, acceptance 2): the same
 seed gives the same PNG bytes alone and inside one batch with 8 other requests,
-through the real Generator deployment, its @serve.batch and its user_config."""
+through the real Generator deployment, its @serve.batch and its user_config, for
+each embedded generator (diffusion in torch, DALL·E in JAX)."""
 
 import io
 
+import pytest
 from ray import serve
 
-from dalleflow.deployments.app import EMBEDDED_DIFFUSION
+from dalleflow.deployments.app import EMBEDDED_DALLE, EMBEDDED_DIFFUSION
 from dalleflow.deployments.stages import Generator, Ranker
 
 PROMPT = "a red circle on the left on a white background"
@@ -20,13 +22,16 @@ def png(image) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_seed_gives_the_same_bytes_alone_and_in_a_batch_of_nine(serve_app):
+@pytest.mark.parametrize("spec", [EMBEDDED_DIFFUSION, EMBEDDED_DALLE], ids=lambda spec: spec.family)
+def test_a_seed_gives_the_same_bytes_alone_and_in_a_batch_of_nine(serve_app, spec):
     # user_config sets 9 (the default is 8) and a long wait, so the nine calls
     # below surely form one batch: the batch of 9 also shows reconfigure ran.
+    # DALL·E takes num_inference_steps and ignores it: the two calls of 2 steps
+    # still form a model call of their own (other sampling options).
     generator = Generator.options(
         name="batching-generator", max_ongoing_requests=9,
         user_config={"max_batch_size": 9, "batch_wait_timeout_s": 5.0},
-    ).bind(EMBEDDED_DIFFUSION.model_dump())
+    ).bind(spec.model_dump())
     handle = serve.run(generator, name="batching-test", route_prefix=None)
     try:
         alone = handle.generate.remote([PROMPT], num_images=1, seed=42, **FAST).result(timeout_s=120)

@@ -72,13 +72,13 @@ def test_a_model_family_the_factory_does_not_know_is_a_problem():
 
 
 def test_deployments_must_be_ones_the_app_builds_and_named_once():
-    config = edited(lambda c: app(c)["deployments"].append({"name": "generator-dalle"}))
+    config = edited(lambda c: app(c)["deployments"].append({"name": "generator-mega"}))
     assert validate_serve_config(config) == [
-        "applications[0].deployments[5].name: the app builds no deployment 'generator-dalle'; one of "
-        "['generator-diffusion', 'ingress', 'ranker', 'refiner', 'upscaler']"
+        "applications[0].deployments[6].name: the app builds no deployment 'generator-mega'; one of "
+        "['generator-dalle', 'generator-diffusion', 'ingress', 'ranker', 'refiner', 'upscaler']"
     ]
-    config = edited(lambda c: app(c)["args"]["generators"].update(dalle={"family": "shapes-diffusion"}))
-    config["applications"][0]["deployments"].append({"name": "generator-dalle"})
+    config = edited(lambda c: app(c)["args"]["generators"].update(mega={"family": "dalle", "weights": "local-dir:/m"}))
+    config["applications"][0]["deployments"].append({"name": "generator-mega"})
     assert validate_serve_config(config) == []
     config = edited(lambda c: app(c)["deployments"].append({"name": "ranker"}))
     assert validate_serve_config(config) == ["applications[0].deployments: 'ranker' is configured more than once"]

@@ -76,4 +76,11 @@ class DallePipeline:
             top_k=top_k, top_p=top_p, condition_scale=condition_scale, negative_prompt=negative_prompt,
             callback=on_tokens,
         )
-        return self.vqgan.decode_images(tokens)
+        return self.decode_images(tokens)
+
+    def decode_images(self, tokens) -> list[Image.Image]:
+        """One image per VQGAN call: XLA picks its convolution kernels by batch size, so
+        the same tokens decoded beside others came out up to 7e-7 apart, enough to
+        flip a rounded pixel. At one row per call an image's PNG is the same
+        whatever else its request or batch held (previews, only progress, decode at once)."""
+        return [image for row in range(len(tokens)) for image in self.vqgan.decode_images(tokens[row : row + 1])]
