@@ -3,12 +3,14 @@
     .venv/bin/python bench/quality.py --prompts 200
 
 For each split (seen compositions, held-out compositions): `--prompts` distinct
-captions, `--num-images` candidates each from the diffusion generator, ranked by
-the CLIP ranker; prints the share of prompts whose top-ranked candidate the
-oracle accepts, the mean acceptance of all candidates (what an unranked pick
-gets) and the best possible (any candidate accepted). Then the ranker's caption
-retrieval (top-1 of 100) and the refiner on accepted picks (skip_rate 0.5).
-Models run in-process: this measures the models, not the service.
+captions, `--num-images` candidates each from each generator (diffusion and
+DALL·E, as the service fans out), ranked by the CLIP ranker; prints, per
+generator alone and for the joint pool the service answers, the share of
+prompts whose top-ranked candidate the oracle accepts, the mean acceptance of
+all candidates (what an unranked pick gets) and the best possible (any
+candidate accepted). Then the ranker's caption retrieval (top-1 of 100) and the
+refiner on accepted picks of the joint pool (skip_rate 0.5). Models run
+in-process: this measures the models, not the service.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--diffusion", default="embedded:shapes-diffusion")
+    parser.add_argument("--dalle", default="embedded:shapes-dalle", help="'' leaves the DALL·E out")
+    parser.add_argument("--vqgan", default="embedded:shapes-vqgan")
+    parser.add_argument("--dalle-guidance", type=float, default=None, help="the DALL·E's guidance (default: --guidance)")
     parser.add_argument("--ranker", default="embedded:shapes-clip")
     parser.add_argument("--refine-picks", type=int, default=100, help="accepted picks to vary")
     parser.add_argument("--out", default="bench/results/quality.json")
@@ -40,9 +45,13 @@ def main() -> None:
     diffusion = create_model({"family": "shapes-diffusion", "weights": args.diffusion})
     ranker = create_model({"family": "open-clip", "weights": args.ranker})
 
-    def generate(captions, num_images, seed):
-        return diffusion.generate(captions, num_images=num_images, seed=seed,
-                                  num_inference_steps=args.steps, guidance_scale=args.guidance)
+    generators = {"diffusion": lambda captions, num_images, seed: diffusion.generate(
+        captions, num_images=num_images, seed=seed, num_inference_steps=args.steps, guidance_scale=args.guidance)}
+    if args.dalle:
+        dalle = create_model({"family": "dalle", "weights": args.dalle, "options": {"vqgan": args.vqgan}})
+        dalle_guidance = args.guidance if args.dalle_guidance is None else args.dalle_guidance
+        generators["dalle"] = lambda captions, num_images, seed: dalle.generate(
+            captions, num_images=num_images, seed=seed, guidance_scale=dalle_guidance)
 
     def refine(image, caption, seed):
         return diffusion.refine(image, caption, skip_rate=0.5, num_images=2, seed=seed,
@@ -52,20 +61,23 @@ def main() -> None:
     rows = []
     for split, label in (("train", "seen"), ("held_out", "held-out")):
         captions = [s.caption for s in distinct_scenes(split, args.prompts, seed=2024)]
-        quality = generation_quality(generate, ranker.score, captions, args.num_images)
+        by_generator = generation_quality(generators, ranker.score, captions, args.num_images)
         retrieval = retrieval_top1(ranker.similarity, split)
-        results[label] = {"prompts": quality.prompts, "top_ranked_accepted": quality.top_ranked_accepted,
-                          "mean_accepted": quality.mean_accepted, "best_possible": quality.best_possible,
-                          "ranker_retrieval_top1_of_100": retrieval}
-        rows.append((label, quality.prompts, quality.top_ranked_accepted, quality.mean_accepted,
-                     quality.best_possible, retrieval))
+        results[label] = {"prompts": len(captions), "ranker_retrieval_top1_of_100": retrieval}
+        for name, quality in by_generator.items():
+            results[label][name] = {"top_ranked_accepted": quality.top_ranked_accepted,
+                                    "mean_accepted": quality.mean_accepted, "best_possible": quality.best_possible}
+            rows.append((label, name, quality.prompts, quality.top_ranked_accepted, quality.mean_accepted,
+                         quality.best_possible, retrieval))
         if split == "train":
-            results["refiner"] = refinement_quality(refine, quality.accepted_picks[: args.refine_picks])
+            served = by_generator.get("joint", by_generator["diffusion"])
+            results["refiner"] = refinement_quality(refine, served.accepted_picks[: args.refine_picks])
 
-    print(f"\nembedded default, {args.num_images} candidates per prompt, {args.steps} steps, guidance {args.guidance}")
-    print(f"{'split':10} {'prompts':>7} {'top-ranked':>10} {'mean':>6} {'best-of-n':>9} {'ranker top-1/100':>16}")
-    for label, prompts, top, mean, best, retrieval in rows:
-        print(f"{label:10} {prompts:7d} {top:10.1%} {mean:6.1%} {best:9.1%} {retrieval:16.1%}")
+    print(f"\nembedded default, {args.num_images} candidates per prompt per generator, diffusion {args.steps} steps, "
+          f"guidance {args.guidance}" + (f", DALL·E guidance {dalle_guidance}" if args.dalle else ""))
+    print(f"{'split':10} {'generator':10} {'prompts':>7} {'top-ranked':>10} {'mean':>6} {'best-of-n':>9} {'ranker top-1/100':>16}")
+    for label, name, prompts, top, mean, best, retrieval in rows:
+        print(f"{label:10} {name:10} {prompts:7d} {top:10.1%} {mean:6.1%} {best:9.1%} {retrieval:16.1%}")
     refiner = results["refiner"]
     print(f"refiner (skip_rate 0.5) on {refiner['variations']} variations of accepted picks: "
           f"still accepted {refiner['still_accepted']:.1%}, mean abs change {refiner['mean_abs_change']:.1%}")

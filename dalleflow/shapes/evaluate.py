@@ -51,22 +51,40 @@ class GenerationQuality:
 
 
 def generation_quality(
-    generate: Callable, score: Callable, captions: list[str], num_images: int, seed: int = 0, batch: int = 8
-) -> GenerationQuality:
-    top, mean, best, picks = [], [], [], []
+    generators: dict[str, Callable], score: Callable, captions: list[str], num_images: int, seed: int = 0, batch: int = 8
+) -> dict[str, GenerationQuality]:
+    """Each generator's quality with its own num_images candidates ranked alone and,
+    with several generators, "joint": the whole pool ranked together (what the
+    service answers). generators: name -> generate(captions, num_images, seed)."""
+    names = list(generators) + (["joint"] if len(generators) > 1 else [])
+    tallies = {name: ([], [], [], []) for name in names}  # top, mean, best, picks
+
+    def tally(name: str, caption: str, candidates: list, verdicts: list[bool]) -> None:
+        top, mean, best, picks = tallies[name]
+        pick = int(np.argmax(score(caption, candidates)))
+        top.append(verdicts[pick])
+        mean.append(np.mean(verdicts))
+        best.append(any(verdicts))
+        if verdicts[pick]:
+            picks.append((caption, candidates[pick]))
+
     for start in range(0, len(captions), batch):
         chunk = captions[start : start + batch]
-        images = generate(chunk, num_images, seed + start)
+        images = {name: generate(chunk, num_images, seed + start) for name, generate in generators.items()}
         for index, caption in enumerate(chunk):
-            candidates = images[index * num_images : (index + 1) * num_images]
-            verdicts = [judge(image, caption).accepted for image in candidates]
-            pick = int(np.argmax(score(caption, candidates)))
-            top.append(verdicts[pick])
-            mean.append(np.mean(verdicts))
-            best.append(any(verdicts))
-            if verdicts[pick]:
-                picks.append((caption, candidates[pick]))
-    return GenerationQuality(len(captions), float(np.mean(top)), float(np.mean(mean)), float(np.mean(best)), picks)
+            pool, pool_verdicts = [], []
+            for name in generators:
+                candidates = images[name][index * num_images : (index + 1) * num_images]
+                verdicts = [judge(image, caption).accepted for image in candidates]
+                tally(name, caption, candidates, verdicts)
+                pool += candidates
+                pool_verdicts += verdicts
+            if "joint" in tallies:
+                tally("joint", caption, pool, pool_verdicts)
+    return {
+        name: GenerationQuality(len(captions), float(np.mean(top)), float(np.mean(mean)), float(np.mean(best)), picks)
+        for name, (top, mean, best, picks) in tallies.items()
+    }
 
 
 def refinement_quality(refine: Callable, picks: list[tuple[str, Image.Image]]) -> dict[str, float]:
