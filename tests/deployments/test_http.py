@@ -33,32 +33,40 @@ def generated(server_url) -> dict:
     return answer.json()
 
 
-def test_generate_answers_ranked_candidates(generated):
+def test_generate_ranks_the_candidates_of_both_generators_together(generated):
     candidates = generated["candidates"]
     assert generated["seed"] == 11 and generated["prompt"] == PROMPT
-    assert [c["rank"] for c in candidates] == [0, 1, 2]
+    assert [c["rank"] for c in candidates] == list(range(6))
     scores = [c["clip_score"] for c in candidates]
     assert scores == sorted(scores, reverse=True)
-    assert sorted(c["seed"] for c in candidates) == [11, 12, 13]
-    assert generated["generators"]["diffusion"]["status"] == "ok"
+    # num_images is per generator: 3 of each, seeded alike, in one ranking.
+    for name in ("diffusion", "dalle"):
+        assert sorted(c["seed"] for c in candidates if c["generator"] == name) == [11, 12, 13]
+        report = generated["generators"][name]
+        assert report["status"] == "ok" and report["count"] == 3 and report["seconds"] > 0
+    assert set(generated["generators"]) == {"diffusion", "dalle"}
     assert {"generate", "rank", "store", "total"} <= set(generated["timings"])
     for candidate in candidates:
         assert decode(candidate["image"]).size == (candidate["width"], candidate["height"]) == (32, 32)
 
 
 def test_every_answered_image_is_stored_with_its_metadata(server_url, generated):
-    candidate = generated["candidates"][0]
-    stored = httpx.get(f"{server_url}/v1/images/{candidate['id']}", timeout=30)
-    assert stored.headers["content-type"] == "image/png"
-    image = Image.open(io.BytesIO(stored.content))
-    assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(decode(candidate["image"]).convert("RGB")))
-    assert image.text["prompt"] == PROMPT and image.text["seed"] == str(candidate["seed"])
+    for candidate in generated["candidates"]:
+        stored = httpx.get(f"{server_url}/v1/images/{candidate['id']}", timeout=30)
+        assert stored.headers["content-type"] == "image/png"
+        image = Image.open(io.BytesIO(stored.content))
+        assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(decode(candidate["image"]).convert("RGB")))
+        assert image.text["prompt"] == PROMPT and image.text["seed"] == str(candidate["seed"])
+        assert image.text["generator"] == candidate["generator"]
 
 
-def test_a_candidate_is_made_again_alone_from_its_seed(server_url, generated):
-    candidate = generated["candidates"][-1]
-    again = post(server_url, "/v1/generate", {"prompt": PROMPT, "num_images": 1, "seed": candidate["seed"], **FAST})
-    # Made in a batch of 3 and alone: the same PNG bytes (the networks run at one batch shape).
+@pytest.mark.parametrize("generator", ["diffusion", "dalle"])
+def test_a_candidate_is_made_again_alone_from_its_seed(server_url, generated, generator):
+    candidate = [c for c in generated["candidates"] if c["generator"] == generator][-1]
+    again = post(server_url, "/v1/generate", {"prompt": PROMPT, "num_images": 1, "seed": candidate["seed"],
+                                              "generators": [generator], **FAST})  # fmt: skip
+    assert set(again.json()["generators"]) == {generator}
+    # Made third of 3 and alone: the same PNG bytes (see test_batching.py).
     assert base64.b64decode(again.json()["candidates"][0]["image"]) == base64.b64decode(candidate["image"])
 
 
@@ -84,10 +92,12 @@ def test_models_health_and_readiness(server_url):
     assert httpx.get(f"{server_url}/healthz", timeout=30).json() == {"status": "ok"}
     ready = httpx.get(f"{server_url}/readyz", timeout=30)
     assert ready.status_code == 200, ready.text
-    assert ready.json()["stages"] == {"generator:diffusion": True, "ranker": True, "refiner": True, "upscaler": True}
+    assert ready.json()["stages"] == {
+        "generator:diffusion": True, "generator:dalle": True, "ranker": True, "refiner": True, "upscaler": True}
     stages = {m["stage"]: m for m in httpx.get(f"{server_url}/v1/models", timeout=30).json()["models"]}
-    assert set(stages) == {"generator:diffusion", "ranker", "refiner", "upscaler"}
+    assert set(stages) == {"generator:diffusion", "generator:dalle", "ranker", "refiner", "upscaler"}
     assert stages["ranker"]["weights"] == "embedded:shapes-clip"
+    assert (stages["generator:dalle"]["model"], stages["generator:dalle"]["weights"]) == ("dalle", "embedded:shapes-dalle")
 
 
 BOMB = png_b64(Image.new("1", (5000, 5000)))

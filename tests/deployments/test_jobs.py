@@ -32,8 +32,11 @@ def test_a_job_runs_to_its_result(server_url):
     job = submit(server_url, {"prompt": PROMPT, "num_images": 2, "num_inference_steps": 3, "seed": 9})
     assert job["status"] in ("queued", "running") and job["kind"] == "generate"
     done = wait_for(server_url, job["id"], lambda j: j["status"] == "done")
-    assert done["progress"]["diffusion"] == {"step": 3, "step_count": 3}
-    assert sorted(c["seed"] for c in done["result"]["candidates"]) == [9, 10]
+    # Steps done per generator: DALL·E counts eighths of its image tokens.
+    assert done["progress"] == {"diffusion": {"step": 3, "step_count": 3}, "dalle": {"step": 8, "step_count": 8}}
+    candidates = done["result"]["candidates"]
+    assert sorted((c["generator"], c["seed"]) for c in candidates) == [("dalle", 9), ("dalle", 10), ("diffusion", 9), ("diffusion", 10)]
+    assert [c["rank"] for c in candidates] == [0, 1, 2, 3]
     stored = httpx.get(f"{server_url}/v1/images/{done['result']['candidates'][0]['id']}", timeout=60)
     assert stored.status_code == 200
 
@@ -43,7 +46,8 @@ def step_counts(deployment: str) -> dict[str, int]:
 
 
 def test_deleting_a_running_job_stops_the_model(server_url):
-    pick = httpx.post(f"{server_url}/v1/generate", json={"prompt": PROMPT, "num_images": 1, "num_inference_steps": 2}, timeout=300)
+    pick = httpx.post(f"{server_url}/v1/generate", timeout=300,
+                      json={"prompt": PROMPT, "num_images": 1, "num_inference_steps": 2, "generators": ["diffusion"]})
     before = step_counts("refiner")
     request = {"prompt": PROMPT, "image_id": pick.json()["candidates"][0]["id"], "num_images": 16,
                "skip_rate": 0.0, "num_inference_steps": 100}  # fmt: skip
