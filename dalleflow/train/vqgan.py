@@ -58,8 +58,10 @@ class ImageBatches:
         return np.stack([render_scene(s) for s in self.next_scenes()]).astype(np.float32) / 255.0
 
 
-def loss_fn(params: dict, config: VQGANConfig, pixels: jax.Array):
+def loss_fn(params: dict, config: VQGANConfig, pixels: jax.Array, tokens_frozen: bool = False):
     latents = encoder(params, config, pixels * 2.0 - 1.0)
+    if tokens_frozen:  # no gradient reaches the encoder: skip computing it
+        latents = jax.lax.stop_gradient(latents)
     codebook = params["quantize"]["embedding"]["embedding"]
     codes = nearest_codes(jax.lax.stop_gradient(latents), jax.lax.stop_gradient(codebook))
     quantized = codebook[codes]
@@ -75,10 +77,10 @@ def loss_fn(params: dict, config: VQGANConfig, pixels: jax.Array):
     return loss, {"pixel": pixel_loss, "codebook": codebook_loss, "codes": codes, "latents": latents}
 
 
-def make_step(config: VQGANConfig, optimizer: optax.GradientTransformation):
+def make_step(config: VQGANConfig, optimizer: optax.GradientTransformation, tokens_frozen: bool = False):
     @jax.jit
     def step(params, opt_state, pixels):
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, config, pixels)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, config, pixels, tokens_frozen)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, aux
 
@@ -142,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--eval-images", type=int, default=256)
     parser.add_argument("--export", default=None, help="write the VQGAN as a pretrained folder here at the end")
+    parser.add_argument("--decoder-only-from", default=None,
+                        help="start from this VQGAN folder and train only its decoder: the encoder and codebook, so "
+                        "every image's tokens, stay as they are (a DalleBart trained on them stays valid)")
     args = parser.parse_args(argv)
     with stop_on_signal() as stop:
         train(args, stop)
@@ -154,6 +159,14 @@ def train(args: argparse.Namespace, stop) -> None:
     params = init_params(config, jax.random.PRNGKey(args.seed))
     schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, 200, max(args.max_steps, 1000), end_value=args.lr * 0.05)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.0))
+    tokens_frozen = args.decoder_only_from is not None
+    if tokens_frozen:
+        config, params = load_params(args.decoder_only_from)
+        decoding = {"decoder", "post_quant_conv"}
+        labels = {name: jax.tree_util.tree_map(lambda _: "train" if name in decoding else "freeze", part)
+                  for name, part in params.items()}
+        optimizer = optax.multi_transform({"train": optimizer, "freeze": optax.set_to_zero()}, labels)
+        args.restart_every = 0  # moving a code would change tokens
     opt_state = optimizer.init(params)
     batches = ImageBatches(args.seed, args.batch_size)
     rng = np.random.default_rng(args.seed)
@@ -173,7 +186,7 @@ def train(args: argparse.Namespace, stop) -> None:
         jax_checkpoint.save(out, {"params": params, "opt_state": opt_state},
                             {**state, "data_rng": data_rng, "numpy_seed_sequence": [args.seed, state["step"]]})
 
-    step_fn = make_step(config, optimizer)
+    step_fn = make_step(config, optimizer, tokens_frozen)
     usage = np.zeros(config.n_embed, np.int64)
     started = time.time() - state["minutes"] * 60
     last_checkpoint = time.time()
@@ -211,6 +224,7 @@ def train(args: argparse.Namespace, stop) -> None:
         export(params, config, Path(args.export), {
             "steps": state["step"], "minutes": round(state["minutes"], 1), "curve": state["curve"],
             "reconstruction_accepted": quality, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+            "decoder_only_from": args.decoder_only_from,
         })
         print(f"exported to {args.export}: reconstructions accepted {quality}", flush=True)
 

@@ -84,3 +84,13 @@ def test_a_jax_checkpoint_must_match_its_model(tmp_path):
     assert jax_checkpoint.load(tmp_path / "none", like={}) is None
     assert len(list(tmp_path.glob("arrays-*.msgpack"))) == 1
     assert jax.tree_util.tree_leaves(trees)  # arrays, not empty
+
+
+def test_decoder_only_training_keeps_every_token(tmp_path, trained_vqgan):
+    vqgan.main(["--decoder-only-from", str(trained_vqgan / "model"), "--out", str(tmp_path / "run"), "--batch-size", "2",
+                "--eval-images", "2", "--max-steps", "2", "--export", str(tmp_path / "model")])
+    (_, before), (_, after) = vqgan.load_params(trained_vqgan / "model"), vqgan.load_params(tmp_path / "model")
+    for part in ("encoder", "quant_conv", "quantize"):
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(before[part]),
+                                                        jax.tree_util.tree_leaves(after[part])))
+    assert not np.array_equal(before["decoder"]["conv_out"]["kernel"], after["decoder"]["conv_out"]["kernel"])
