@@ -7,7 +7,7 @@ import time
 import httpx
 from ray import serve
 
-from dalleflow.deployments.app import compose_app
+from dalleflow.deployments.app import EMBEDDED_DIFFUSION, compose_app
 
 AUTOSCALING = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2,
                "upscale_delay_s": 1, "downscale_delay_s": 3, "metrics_interval_s": 0.5, "look_back_period_s": 2}
@@ -36,7 +36,7 @@ async def load_until_two_replicas(url: str, timeout_s: float) -> int:
 
 def test_the_generator_scales_up_under_load_and_down_when_idle(serve_app, store_path):
     serve.run(
-        compose_app({"store_path": str(store_path)}, deployments=[
+        compose_app({"store_path": str(store_path), "generators": {"diffusion": EMBEDDED_DIFFUSION.model_dump()}}, deployments=[
             {"name": "generator-diffusion", "autoscaling_config": AUTOSCALING,
              "user_config": {"max_batch_size": 2, "batch_wait_timeout_s": 0.01}},
         ]),

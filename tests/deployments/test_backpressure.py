@@ -11,7 +11,7 @@ import pytest
 import ray
 from ray import serve
 
-from dalleflow.deployments.app import compose_app
+from dalleflow.deployments.app import EMBEDDED_DIFFUSION, compose_app
 
 FLOOD = 200
 BODY = {"prompt": "a red circle on the left on a white background", "num_images": 1, "num_inference_steps": 1}
@@ -29,7 +29,8 @@ def serve_processes_rss(app: str) -> int:
 @pytest.fixture
 def small_queue_app(serve_app, store_path):
     serve.run(
-        compose_app({"store_path": str(store_path)}, deployments=[
+        # One generator: the test is about the ingress's queue, not the models.
+        compose_app({"store_path": str(store_path), "generators": {"diffusion": EMBEDDED_DIFFUSION.model_dump()}}, deployments=[
             {"name": "ingress", "max_ongoing_requests": 4, "max_queued_requests": 8,
              "backpressure_config": {"status_code": 429, "retry_after_s": 1}},
         ]),

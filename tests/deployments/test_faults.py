@@ -15,10 +15,11 @@ import pytest
 import ray
 from ray import serve
 
-from dalleflow.deployments.app import compose_app
+from dalleflow.deployments.app import EMBEDDED_DIFFUSION, compose_app
 
 PROMPT = "a green triangle above a red square on a white background"
-FAST = {"num_inference_steps": 2, "num_images": 1}
+# The diffusion generator alone: the test is about its replicas.
+FAST = {"num_inference_steps": 2, "num_images": 1, "generators": ["diffusion"]}
 REQUEST_COUNT = 50
 
 
@@ -41,7 +42,7 @@ async def load_with_a_kill(url: str, app: str) -> list[httpx.Response]:
 @pytest.fixture
 def two_generator_app(serve_app, store_path):
     serve.run(
-        compose_app({"store_path": str(store_path)},
+        compose_app({"store_path": str(store_path), "generators": {"diffusion": EMBEDDED_DIFFUSION.model_dump()}},
                   deployments=[{"name": "generator-diffusion", "num_replicas": 2,
                                 "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.05}}]),
         name="faults", route_prefix="/faults",

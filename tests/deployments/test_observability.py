@@ -49,9 +49,10 @@ def test_stage_latency_images_and_rejections_are_exported(ray_session, server_ur
     rejected = httpx.post(f"{server_url}/v1/generate", json={"prompt": PROMPT, "generators": ["nope"]})
     assert rejected.status_code == 422
 
-    assert wait_for(ray_session, "dalleflow_stage_seconds_count", 1, stage="generator", generator="diffusion", outcome="ok")
+    for generator in ("diffusion", "dalle"):
+        assert wait_for(ray_session, "dalleflow_stage_seconds_count", 1, stage="generator", generator=generator, outcome="ok")
+        assert wait_for(ray_session, "dalleflow_images_generated_total", 2, application="dalleflow", deployment=f"generator-{generator}")
     assert wait_for(ray_session, "dalleflow_stage_seconds_count", 1, stage="ranker", outcome="ok")
-    assert wait_for(ray_session, "dalleflow_images_generated_total", 2)
     assert wait_for(ray_session, "dalleflow_rejections_total", 1, route="/v1/generate", status_code="422")
     # The gauge is back to 0 once the requests are answered (each replica reports its own).
     # The last value pushed may predate the answer, so wait for the next push; other tests'
