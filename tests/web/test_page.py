@@ -115,18 +115,23 @@ def test_generate_pick_vary_upscale_download(page, shots):
     expect(progress).to_contain_text("Generating")
     shots.take(page, "generating")
 
+    # 2 images per generator, the two generators' ranked in one grid.
     candidates = page.locator("#candidates .card")
-    expect(candidates).to_have_count(2)
+    expect(candidates).to_have_count(4)
     expect(progress).to_be_hidden()
-    # The stream's progress was on the page, step by step with a preview, before the grid.
+    # The stream's progress was on the page, a row per generator, step by step with a
+    # preview (DALL·E's steps are eighths of its image tokens), before the grid.
     appeared = page.evaluate("window.appeared")
-    assert re.fullmatch(r"step \d+/20", appeared[0]) and appeared[-1] == "grid", appeared
-    row = page.locator('#progress-steps li[data-generator="diffusion"]')
-    assert row.locator(".step-count").text_content() == "done: 2 images"
-    assert row.locator(".step-preview").get_attribute("src").startswith("data:image/png;base64,")
-    expect(candidates.locator(".rank")).to_have_text(["#0", "#1"])
-    expect(candidates.locator(".generator")).to_have_text(["diffusion", "diffusion"])
-    expect(candidates.locator(".score")).to_have_text([re.compile(r"^CLIP -?\d+\.\d\d$")] * 2)
+    assert appeared[-1] == "grid" and all(re.fullmatch(r"step \d+/(20|8)", text) for text in appeared[:-1]), appeared
+    assert {"step 1/20", "step 1/8"} <= set(appeared), appeared
+    for generator in ("diffusion", "dalle"):
+        row = page.locator(f'#progress-steps li[data-generator="{generator}"]')
+        assert row.locator(".step-count").text_content() == "done: 2 images"
+        assert row.locator(".step-preview").get_attribute("src").startswith("data:image/png;base64,")
+    expect(candidates.locator(".rank")).to_have_text(["#0", "#1", "#2", "#3"])
+    shown = candidates.locator(".generator").all_text_contents()
+    assert sorted(shown) == ["dalle", "dalle", "diffusion", "diffusion"], shown
+    expect(candidates.locator(".score")).to_have_text([re.compile(r"^CLIP -?\d+\.\d\d$")] * 4)
     wait_until_loaded(page, "#candidates img")
     first = candidates.nth(0).locator("img")
     assert first.evaluate("image => [image.naturalWidth, getComputedStyle(image).imageRendering]") == [32, "pixelated"]
@@ -188,10 +193,10 @@ def test_generate_pick_vary_upscale_download(page, shots):
         assert json.loads(image.text["dalleflow"])["source_id"] == variation_ids[1]
 
     history = page.locator("#history .thumb")
-    expect(history).to_have_count(5)
+    expect(history).to_have_count(7)
     assert card_ids(history) == candidate_ids + variation_ids + [upscaled_id]
     wait_until_loaded(page, "#history img")
-    expect(history.nth(3)).to_have_attribute("aria-pressed", "true")  # the pick, marked there too
+    expect(history.nth(5)).to_have_attribute("aria-pressed", "true")  # the pick, marked there too
     final = shots.take(page, "full-page", full_page=True)
     if os.environ.get("DALLEFLOW_UPDATE_DOCS") == "1":
         (REPO / "docs").mkdir(exist_ok=True)
@@ -199,7 +204,7 @@ def test_generate_pick_vary_upscale_download(page, shots):
 
     # The history is the tab's: it survives a reload, and any image in it can be picked again.
     page.reload()
-    expect(history).to_have_count(5)
+    expect(history).to_have_count(7)
     history.nth(0).click()
     expect(page.locator("#pick-section")).to_be_visible()
     expect(page.locator("#pick-download")).to_have_attribute("href", f"v1/images/{candidate_ids[0]}")
