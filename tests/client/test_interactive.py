@@ -48,7 +48,9 @@ def test_generate_pick_vary_twice_and_upscale(server_url, tmp_path):
     assert "'9' is not a number from 0 to" in transcript
 
     candidates, first_variations, second_variations = tables(transcript)
-    assert len(candidates) >= 2 and len(first_variations) == len(second_variations) == 2
+    # 2 per generator: the table ranks both generators' candidates together.
+    assert sorted(generator for generator, _, _ in candidates) == ["dalle", "dalle", "diffusion", "diffusion"]
+    assert len(first_variations) == len(second_variations) == 2
     for table in (candidates, first_variations, second_variations):
         scores = [score for _, score, _ in table]
         assert scores == sorted(scores, reverse=True)

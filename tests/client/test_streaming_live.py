@@ -19,10 +19,12 @@ def client(server_url):
 
 def test_generate_stream_gives_typed_progress_then_the_result(client):
     events = list(client.generate_stream(PROMPT, num_images=2, seed=5, num_inference_steps=3))
-    assert [type(e) for e in events] == [ProgressEvent] * 3 + [GeneratedEvent, ResultEvent]
-    assert [e.step for e in events[:3]] == [1, 2, 3]
+    steps = {name: [e.step for e in events if isinstance(e, ProgressEvent) and e.generator == name] for name in ("diffusion", "dalle")}
+    assert steps == {"diffusion": [1, 2, 3], "dalle": list(range(1, 9))}
+    assert sorted(e.generator for e in events if isinstance(e, GeneratedEvent)) == ["dalle", "diffusion"]
+    assert isinstance(events[-1], ResultEvent) and len(events) == 3 + 8 + 2 + 1
     result = Result(events[-1].result)
-    assert result.seed == 5 and len(result) == 2
+    assert result.seed == 5 and len(result) == 4
 
 
 def test_a_stream_refused_by_the_server_raises_the_field(client):
@@ -32,7 +34,7 @@ def test_a_stream_refused_by_the_server_raises_the_field(client):
 
 
 async def test_async_diffuse_stream(server_url, client):
-    pick = client.generate(PROMPT, num_images=1, num_inference_steps=2).best
+    pick = client.generate(PROMPT, num_images=1, num_inference_steps=2, generators=["diffusion"]).best
     async with AsyncClient(server_url) as async_client:
         events = [e async for e in async_client.diffuse_stream(pick, PROMPT, skip_rate=0.5, num_images=2, num_inference_steps=4)]
     assert [(e.generator, e.step) for e in events if isinstance(e, ProgressEvent)] == [("refiner", 1), ("refiner", 2)]
@@ -62,6 +64,7 @@ def test_cli_generate_shows_a_progress_bar_per_generator(server_url, tmp_path, c
     assert main(["generate", PROMPT, "--url", server_url, "--num-images", "1", "--steps", "3", "--out", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert "diffusion" in captured.err and "3/3" in captured.err and "1 images" in captured.err
+    assert "dalle" in captured.err and "8/8" in captured.err
     assert captured.out.startswith("grid")
 
 
