@@ -3,6 +3,7 @@
 Only the address changes: http://127.0.0.1:8000 becomes the test server's.
 """
 
+import ast
 import os
 import re
 import subprocess
@@ -37,8 +38,9 @@ def test_the_curl_example(server_url):
     curl = re.findall(r"```bash\n(curl .*?)```", use_section(), flags=re.S)[0]
     done = subprocess.run(["bash", "-c", curl.replace(DEFAULT_URL, server_url)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    ranks = [int(rank) for rank in re.findall(r"\((\d+), ", done.stdout)]
-    assert ranks == [0, 1]
+    printed = ast.literal_eval(done.stdout.strip())
+    assert [rank for rank, *_ in printed] == [0, 1, 2, 3]  # 2 per generator, ranked together
+    assert sorted(generator for _, generator, *_ in printed) == ["dalle", "dalle", "diffusion", "diffusion"]
 
 
 def test_the_python_examples(server_url, tmp_path, monkeypatch):
@@ -103,15 +105,20 @@ def progress_section() -> str:
 
 def test_the_streaming_curl_example(server_url, tmp_path):
     curl = re.findall(r"```bash\n(curl .*?)```", progress_section(), flags=re.S)[0]
-    printed = run_bash_example(curl.replace(DEFAULT_URL, server_url), server_url, tmp_path)
-    assert printed.strip() == str([("progress", step) for step in range(1, 5)] + [("generated", None), ("result", None)])
+    events = ast.literal_eval(run_bash_example(curl.replace(DEFAULT_URL, server_url), server_url, tmp_path).strip())
+    # The two generators' events interleave; each one's come in order, the result last.
+    for generator, step_count in (("diffusion", 4), ("dalle", 8)):
+        assert [(kind, step) for kind, name, step in events if name == generator] == [
+            ("progress", step) for step in range(1, step_count + 1)] + [("generated", None)]
+    assert events[-1] == ("result", None, None) and len(events) == 4 + 8 + 2 + 1
 
 
 def test_the_streaming_and_jobs_python_example(server_url, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (example,) = re.findall(r"```python\n(.*?)```", progress_section(), flags=re.S)
     exec(compile(example.replace(DEFAULT_URL, server_url), "README.md", "exec"), {})
-    assert "diffusion: step 20 of 20" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "diffusion: step 20 of 20" in printed and "dalle: step 8 of 8" in printed
     assert (tmp_path / "streamed.png").is_file() and (tmp_path / "job.png").is_file()
 
 
