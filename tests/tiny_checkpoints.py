@@ -7,6 +7,9 @@ loaders read them exactly as they read the real ones.
   Stable Diffusion v1.5 ships it.
 - Swin2SR: a transformers folder (config.json, model.safetensors,
   preprocessor_config.json), as caidas/swin2SR-* ship it.
+- DALL·E mini / Mega and its VQGAN: DALLE_FIXTURES holds dalle-tiny/ and vqgan-tiny/,
+  dalle-mini's own layout (config.json, flax_model.msgpack, tokenizer.json), made by
+  scripts/make_dalle_fixtures.py with dalle-mini's classes.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 import torch
 
 SD_IMAGE_SIZE = 32  # UNet sample_size 16 x the VAE's factor 2
+DALLE_FIXTURES = Path(__file__).resolve().parent / "models" / "dalle" / "fixtures"
 
 
 def write_sd_tokenizer(folder: Path) -> int:

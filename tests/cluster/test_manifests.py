@@ -131,8 +131,9 @@ def test_the_gpu_config_reads_weights_and_stores_images_on_the_workers_volumes()
     mounts = [mount["mountPath"] for mount in container["volumeMounts"]]
     args = yaml.safe_load(spec["serveConfigV2"])["applications"][0]["args"]
     specs = [*args["generators"].values(), args["ranker"], args["refiner"], args["upscaler"]]
-    folders = [s["weights"].removeprefix("local-dir:") for s in specs]
-    assert all(s["weights"].startswith("local-dir:") for s in specs)  # no download at start
+    sources = [s["weights"] for s in specs] + [s["options"]["vqgan"] for s in specs if s["family"] == "dalle"]
+    folders = [source.removeprefix("local-dir:") for source in sources]
+    assert all(source.startswith("local-dir:") for source in sources)  # no download at start
     assert all(any(folder.startswith(mount + "/") for mount in mounts) for folder in folders)
     assert args["store_path"] in mounts
     gpu_stages = [d for d in yaml.safe_load(spec["serveConfigV2"])["applications"][0]["deployments"] if d["name"] != "ingress"]
@@ -168,7 +169,7 @@ def test_a_seeded_typo_in_a_deployment_fails_the_serve_config_validation(deploym
     [
         ("max_ongoing_requests: 4", "max_ongoing_requets: 4"),
         ("target_ongoing_requests: 2}", "target_ongoing_request: 2}"),
-        ("num_gpus: 0.4}", "num_gpu: 0.4}"),
+        ("num_gpus: 0.3}", "num_gpu: 0.3}"),
     ],
 )
 def test_a_seeded_typo_inside_the_rayservice_serve_config_v2_fails_the_validation(tmp_path, right, typo):
@@ -192,3 +193,17 @@ def test_the_cluster_requires_api_keys_from_a_secret_in_the_ingress_environment(
     (container,) = spec["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]
     env = {variable["name"]: variable for variable in container["env"]}
     assert env[args.get("api_keys_env", "DALLEFLOW_API_KEYS")]["valueFrom"]["secretKeyRef"]["key"]
+
+
+def test_a_jax_generator_shares_the_gpu_without_preallocating_it():
+    """DALL·E Mega (JAX) beside the torch stages on one card: XLA would take 75% of it
+    at its first call unless XLA_PYTHON_CLIENT_PREALLOCATE=false is in the worker's env."""
+    spec = rayservice()["spec"]
+    config = yaml.safe_load(spec["serveConfigV2"])["applications"][0]
+    dalle = config["args"]["generators"]["dalle"]
+    assert dalle["family"] == "dalle" and dalle["options"]["dtype"] == "bfloat16"
+    (deployment,) = [d for d in config["deployments"] if d["name"] == "generator-dalle"]
+    assert 0 < deployment["ray_actor_options"]["num_gpus"] < 1
+    (container,) = spec["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"

@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from dalleflow.deployments.config_check import validate_serve_config
-from tests.tiny_checkpoints import save_tiny_stable_diffusion, save_tiny_swin2sr
+from tests.tiny_checkpoints import DALLE_FIXTURES, save_tiny_stable_diffusion, save_tiny_swin2sr
 
 REPO = Path(__file__).resolve().parents[2]
 GPU_SERVE_CONFIG = REPO / "cluster" / "serve_config.gpu.yaml"
@@ -248,6 +248,8 @@ def gpu_config_on(models_root: Path, store: Path, http_port: int) -> dict:
     for spec in [*args["generators"].values(), args["ranker"], args["refiner"], args["upscaler"]]:
         assert spec["weights"].startswith("local-dir:/models/")
         spec["weights"] = spec["weights"].replace("local-dir:/models", f"local-dir:{models_root}", 1)
+        if "vqgan" in spec.get("options", {}):
+            spec["options"]["vqgan"] = spec["options"]["vqgan"].replace("local-dir:/models", f"local-dir:{models_root}", 1)
     return config
 
 
@@ -259,6 +261,8 @@ def models_root(tmp_path_factory, tiny_clip_folder) -> Path:
     shutil.copytree(sd_folder, root / "stable-diffusion-v1-5")
     shutil.copytree(tiny_clip_folder[1], root / "clip-vit-l-14")
     save_tiny_swin2sr(root / "swin2sr-realworld-x4")
+    shutil.copytree(DALLE_FIXTURES / "dalle-tiny", root / "dalle-mega")
+    shutil.copytree(DALLE_FIXTURES / "vqgan-tiny", root / "vqgan_imagenet_f16_16384")
     return root
 
 
@@ -293,9 +297,11 @@ def serves_every_stage(cluster: LocalCluster) -> None:
         answer = client.post("/v1/generate", json={"prompt": PROMPT, "num_images": 2, **sampling})
         assert answer.status_code == 200, answer.text
         generated = answer.json()
-        assert generated["generators"]["stable-diffusion"]["status"] == "ok"
+        assert {name: report["status"] for name, report in generated["generators"].items()} == {
+            "stable-diffusion": "ok", "dalle": "ok"}
         best = generated["candidates"][0]
-        assert len(generated["candidates"]) == 2 and (best["width"], best["height"]) == (32, 32)
+        assert sorted(c["generator"] for c in generated["candidates"]) == ["dalle", "dalle", "stable-diffusion", "stable-diffusion"]
+        assert {(c["width"], c["height"]) for c in generated["candidates"]} == {(32, 32)}
         answer = client.post("/v1/diffuse", json={"prompt": PROMPT, "image_id": best["id"], "num_images": 2, **sampling})
         assert answer.status_code == 200, answer.text
         assert len(answer.json()["candidates"]) == 2
@@ -308,7 +314,7 @@ def test_the_gpu_stages_run_on_the_gpu_worker_and_the_app_serves_across_nodes(cl
     placement = wait_for(cluster.running_replicas, DEPLOY_S, "RUNNING app")
     nodes = {node["node_id"]: node for node in cluster.nodes()}
     (head_id,) = [node_id for node_id, node in nodes.items() if node["is_head_node"]]
-    assert cluster.gpu_stages == {"generator-stable-diffusion", "ranker", "refiner", "upscaler"}
+    assert cluster.gpu_stages == {"generator-stable-diffusion", "generator-dalle", "ranker", "refiner", "upscaler"}
     for stage in cluster.gpu_stages:
         assert placement[stage] == {cluster.worker_node_id}, stage
     assert nodes[cluster.worker_node_id]["resources_total"]["GPU"] == 1

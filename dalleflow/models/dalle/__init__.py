@@ -9,8 +9,9 @@ tokenizer.json for the text side) by a streaming reader; see bart.py, vqgan.py,
 text.py. Proven equal to dalle-mini 0.1.5 and to min-dalle on tiny random weights
 by tests/models/dalle (fixtures made by scripts/make_dalle_fixtures.py).
 
-GPU: install a CUDA jaxlib beside torch (`pip install "jax[cuda12]"` at the same
-jax version) and run with XLA_PYTHON_CLIENT_PREALLOCATE=false: by default XLA
+GPU: install a CUDA jaxlib beside torch (`pip install "jax[cuda13]"` at the same
+jax version: CUDA 13, as torch's wheels; cluster/Dockerfile) and run with
+XLA_PYTHON_CLIENT_PREALLOCATE=false: by default XLA
 grabs 75% of the GPU's memory at its first call, which starves torch deployments
 (diffusion, ranker) sharing the card; with it off, JAX allocates what it uses.
 XLA_PYTHON_CLIENT_MEM_FRACTION=0.3 caps it instead where a hard share is wanted.
