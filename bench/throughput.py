@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python bench/throughput.py
 
-One Ray Serve app (the embedded default, one generator replica); the generator's
+One Ray Serve app (the embedded default's diffusion generator alone, one replica); the generator's
 and the ranker's user_config switch between batching (max_batch_size 16) and
 none (max_batch_size 1) without a restart. At each concurrency (1, 4, 16) both
 run the same requests (1 image each, few steps), one setting after the other.
@@ -80,7 +80,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from dalleflow.deployments.app import compose_app
+    from dalleflow.deployments.app import EMBEDDED_DIFFUSION, compose_app
 
     ray.init(include_dashboard=False, log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="ray-"))
     port = free_port()
@@ -93,7 +93,8 @@ def main() -> None:
     for concurrency in args.concurrency:
         request_count = max(8, args.requests_per_slot * concurrency)
         for setting, max_batch_size in SETTINGS.items():
-            serve.run(compose_app({"store_path": store}, deployments(max_batch_size)), name="dalleflow", route_prefix="/")
+            app_args = {"store_path": store, "generators": {"diffusion": EMBEDDED_DIFFUSION.model_dump()}}
+            serve.run(compose_app(app_args, deployments(max_batch_size)), name="dalleflow", route_prefix="/")
             handle = generator("generator-diffusion", app_name="dalleflow")
             asyncio.run(run_load(url, 1, 2, args.steps))  # warm
             before = Counter(handle.batch_sizes.remote().result())
