@@ -3,9 +3,9 @@ closed stream frees the generator.
 
     OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python bench/streaming.py --runs 8
 
-One Ray Serve app (the embedded default's diffusion generator alone). Each run sends the same request (4 images,
-20 steps) plainly and as an NDJSON stream, one after the other, so both see the same
-machine load. Prints the medians: the plain answer's latency, the stream's time to its
+One Ray Serve app (the embedded default's diffusion generator alone). Each run sends
+the same request (4 images, 20 steps) plainly and as an NDJSON stream, one after the
+other, so both see the same machine load. Prints the medians: the plain answer's latency, the stream's time to its
 first progress event and to its result, and their ratio (what the per-step events
 and the unbatched streaming path add). Then it opens streams of a long request (100
 steps), closes each after its first event, and measures the time until the

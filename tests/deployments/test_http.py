@@ -66,7 +66,7 @@ def test_a_candidate_is_made_again_alone_from_its_seed(server_url, generated, ge
     again = post(server_url, "/v1/generate", {"prompt": PROMPT, "num_images": 1, "seed": candidate["seed"],
                                               "generators": [generator], **FAST})  # fmt: skip
     assert set(again.json()["generators"]) == {generator}
-    # Made third of 3 and alone: the same PNG bytes (see test_batching.py).
+    # Made beside 2 others and alone: the same PNG bytes (see test_batching.py).
     assert base64.b64decode(again.json()["candidates"][0]["image"]) == base64.b64decode(candidate["image"])
 
 
