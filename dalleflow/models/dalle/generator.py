@@ -10,17 +10,22 @@ The flow's sampling fields are diffusers' names; here they mean:
   image_length tokens.
 temperature, top_k and top_p are the deployment's options (serve config), not
 the request's: they are properties of the model that a user of the HTTP API
-should not need to know.
+should not need to know. A checkpoint folder may carry its own defaults for them
+in generation_config.json (as transformers' checkpoints do); options override it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from PIL import Image
 
 from dalleflow.models.dalle.pipeline import DallePipeline
 from dalleflow.models.steps import StepCallback
+
+
+GENERATION_CONFIG = "generation_config.json"
 
 
 class DalleGenerator:
@@ -32,10 +37,19 @@ class DalleGenerator:
     def from_pretrained(
         cls, dalle_folder: str | Path, vqgan_folder: str | Path, dtype: str | None = None,
         hashtag_word_list: str | Path | None = None,
-        temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+        **sampling: float | int | None,
     ) -> DalleGenerator:
+        """sampling: temperature, top_k, top_p; unset ones come from the folder's
+        generation_config.json, else DalleBart.generate's defaults."""
+        unknown = set(sampling) - {"temperature", "top_k", "top_p"}
+        if unknown:
+            raise TypeError(f"unknown sampling options {sorted(unknown)}: temperature, top_k, top_p")
+        saved = Path(dalle_folder) / GENERATION_CONFIG
+        defaults = json.loads(saved.read_text()) if saved.is_file() else {}
+        chosen = {key: sampling[key] if key in sampling else defaults[key]
+                  for key in ("temperature", "top_k", "top_p") if key in sampling or key in defaults}
         pipeline = DallePipeline.from_pretrained(dalle_folder, vqgan_folder, dtype, hashtag_word_list)
-        return cls(pipeline, temperature, top_k, top_p)
+        return cls(pipeline, **chosen)
 
     def generate(
         self,

@@ -132,3 +132,21 @@ def test_a_truthy_callback_stops_between_spans(pipeline):
     with pytest.raises(Interrupted, match="step 2 of 8"):
         pipeline.generate([PROMPT], num_images=1, seed=0, callback=lambda step, count, previews: steps.append(step) or step == 1)
     assert steps == [0, 1]
+
+
+def test_a_checkpoints_generation_config_sets_the_sampling_defaults(tmp_path):
+    import shutil
+
+    from dalleflow.models.dalle.generator import DalleGenerator
+
+    shutil.copytree(FIXTURES / "dalle-tiny", tmp_path / "dalle")
+    vqgan = FIXTURES / "vqgan-tiny"
+    words = FIXTURES / "hashtag-words.txt"
+    assert DalleGenerator.from_pretrained(tmp_path / "dalle", vqgan, hashtag_word_list=words).sampling["temperature"] == 1.0
+    (tmp_path / "dalle" / "generation_config.json").write_text('{"temperature": 0.5, "top_k": 8}')
+    saved = DalleGenerator.from_pretrained(tmp_path / "dalle", vqgan, hashtag_word_list=words)
+    assert saved.sampling == {"temperature": 0.5, "top_k": 8, "top_p": None}
+    overridden = DalleGenerator.from_pretrained(tmp_path / "dalle", vqgan, hashtag_word_list=words, top_k=None)
+    assert overridden.sampling == {"temperature": 0.5, "top_k": None, "top_p": None}
+    with pytest.raises(TypeError, match="unknown sampling options"):
+        DalleGenerator.from_pretrained(tmp_path / "dalle", vqgan, hashtag_word_list=words, tempreature=0.5)
