@@ -45,8 +45,8 @@ def test_jobs_submit_wait_and_cancel(client):
     job = client.submit_generate(PROMPT, num_images=1, seed=2, num_inference_steps=2)
     seen = []
     done = client.wait_job(job.id, poll_interval=0.1, on_update=seen.append)
-    assert done.status == "done" and seen[-1] == done
-    assert Result(done.result).best.seed == 2
+    assert done.status == "done", done.error  # a failed job says why
+    assert seen[-1] == done and Result(done.result).best.seed == 2
     with pytest.raises(RequestError) as caught:
         client.cancel_job(job.id)
     assert caught.value.status_code == 409
