@@ -35,7 +35,7 @@ from dalleflow.models.diffusion.text_encoder import shapes_vocab
 from dalleflow.shapes import SceneSampler, render_scene
 from dalleflow.train import jax_checkpoint
 from dalleflow.train.diffusion import stop_on_signal
-from dalleflow.train.vqgan import _tuples, load_params
+from dalleflow.train.vqgan import load_params
 
 CAPTION_DROPOUT = 0.1
 MAX_TEXT_LENGTH = 20  # the longest caption is 14 words, + <s> and </s>
@@ -166,7 +166,7 @@ def train(args: argparse.Namespace, stop) -> None:
     if saved is not None:
         trees, state = saved
         params, opt_state = trees["params"], trees["opt_state"]
-        batches.sampler.rng.setstate(_tuples(state.pop("data_rng")))
+        batches.sampler.rng.setstate(jax_checkpoint.random_state(state.pop("data_rng")))
         batches.drop = np.random.default_rng([args.seed, state["step"]])
         print(f"resumed at step {state['step']} ({state['minutes']:.1f} min)", flush=True)
 

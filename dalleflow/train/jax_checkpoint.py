@@ -64,3 +64,9 @@ def _arrays_file(folder: Path) -> str | None:
     if not (folder / INDEX).is_file():
         return None
     return json.loads((folder / INDEX).read_text())["arrays"]
+
+
+def random_state(value):
+    """random.getstate() as it comes back from the JSON state (lists where it had
+    tuples), made fit for random.setstate again."""
+    return tuple(random_state(v) for v in value) if isinstance(value, list) else value

@@ -176,7 +176,7 @@ def train(args: argparse.Namespace, stop) -> None:
     if saved is not None:
         trees, state = saved
         params, opt_state = trees["params"], trees["opt_state"]
-        batches.sampler.rng.setstate(_tuples(state.pop("data_rng")))
+        batches.sampler.rng.setstate(jax_checkpoint.random_state(state.pop("data_rng")))
         rng = np.random.default_rng(state.pop("numpy_seed_sequence"))
         print(f"resumed at step {state['step']} ({state['minutes']:.1f} min)", flush=True)
 
@@ -227,11 +227,6 @@ def train(args: argparse.Namespace, stop) -> None:
             "decoder_only_from": args.decoder_only_from,
         })
         print(f"exported to {args.export}: reconstructions accepted {quality}", flush=True)
-
-
-def _tuples(value):
-    """JSON turned random.getstate()'s tuples into lists; setstate wants them back."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 if __name__ == "__main__":
