@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import jax
@@ -180,26 +179,18 @@ def train(args: argparse.Namespace, stop) -> None:
         return DallePipeline.from_pretrained(folder, args.vqgan)
 
     step_fn = make_step(config, optimizer)
-    started = time.time() - state["minutes"] * 60
-    last_checkpoint = time.time()
+    clock = jax_checkpoint.TrainingClock(state, args.checkpoint_minutes)
     running = None
     while state["minutes"] < args.minutes and state["step"] < args.max_steps and not stop.is_set():
         params, opt_state, loss, accuracy = step_fn(params, opt_state, *batches.next())
         state["step"] += 1
-        state["minutes"] = (time.time() - started) / 60
+        clock.tick()
         running = (float(loss), float(accuracy)) if running is None else tuple(
             0.95 * r + 0.05 * float(v) for r, v in zip(running, (loss, accuracy)))
         if state["step"] % 50 == 0:
             print(f"step {state['step']} min {state['minutes']:.1f} loss {running[0]:.4f} "
                   f"token accuracy {running[1]:.3f}", flush=True)
-        if time.time() - last_checkpoint > args.checkpoint_minutes * 60:
-            evaluation_started = time.time()
-            quality = evaluate(export(out / "latest"), args.eval_prompts)
-            state["curve"].append({"step": state["step"], "minutes": round(state["minutes"], 1), **quality})
-            print(f"eval {state['curve'][-1]}", flush=True)
-            save()
-            last_checkpoint = time.time()
-            started += last_checkpoint - evaluation_started
+        clock.checkpoint_if_due(lambda: evaluate(export(out / "latest"), args.eval_prompts), save)
 
     if stop.is_set():
         print(f"stopped by a signal at step {state['step']}: checkpoint saved, rerun the command to resume", flush=True)

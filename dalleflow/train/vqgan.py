@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import jax
@@ -188,8 +187,7 @@ def train(args: argparse.Namespace, stop) -> None:
 
     step_fn = make_step(config, optimizer, tokens_frozen)
     usage = np.zeros(config.n_embed, np.int64)
-    started = time.time() - state["minutes"] * 60
-    last_checkpoint = time.time()
+    clock = jax_checkpoint.TrainingClock(state, args.checkpoint_minutes)
     running = None
     in_use = restarted = 0
     while state["minutes"] < args.minutes and state["step"] < args.max_steps and not stop.is_set():
@@ -202,19 +200,12 @@ def train(args: argparse.Namespace, stop) -> None:
             params, restarted = restart_dead_codes(params, usage, np.asarray(aux["latents"]), rng)
             in_use = int((usage > 0).sum())
             usage[:] = 0
-        state["minutes"] = (time.time() - started) / 60
+        clock.tick()
         running = float(aux["pixel"]) if running is None else 0.95 * running + 0.05 * float(aux["pixel"])
         if state["step"] % 100 == 0:
             print(f"step {state['step']} min {state['minutes']:.1f} pixel {running:.4f} "
                   f"codes in use {in_use} restarted {restarted}", flush=True)
-        if time.time() - last_checkpoint > args.checkpoint_minutes * 60:
-            evaluation_started = time.time()
-            quality = evaluate(params, config, args.eval_images)
-            state["curve"].append({"step": state["step"], "minutes": round(state["minutes"], 1), **quality})
-            print(f"eval {state['curve'][-1]}", flush=True)
-            save()
-            last_checkpoint = time.time()
-            started += last_checkpoint - evaluation_started
+        clock.checkpoint_if_due(lambda: evaluate(params, config, args.eval_images), save)
 
     if stop.is_set():
         print(f"stopped by a signal at step {state['step']}: checkpoint saved, rerun the command to resume", flush=True)
