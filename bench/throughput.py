@@ -1,10 +1,10 @@
 """Throughput of /v1/generate with and without batching across requests (issue 4, acceptance 1).
 
-    OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python bench/throughput.py
+    OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python bench/throughput.py --generator dalle
 
-One Ray Serve app (the embedded default's diffusion generator alone, one replica); the generator's
-and the ranker's user_config switch between batching (max_batch_size 16) and
-none (max_batch_size 1) without a restart. At each concurrency (1, 4, 16) both
+One Ray Serve app with one of the embedded default's generators alone (`--generator`:
+dalle or diffusion, one replica); the generator's and the ranker's user_config
+switch between batching (max_batch_size 16) and none (max_batch_size 1). At each concurrency (1, 4, 16) both
 run the same requests (1 image each, few steps), one setting after the other.
 Prints requests/s, p50/p95 latency, the ratio, and the generator batch sizes
 that formed; saves bench/results/throughput.json.
@@ -39,9 +39,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def deployments(max_batch_size: int) -> list[dict]:
+def deployments(generator: str, max_batch_size: int) -> list[dict]:
     batching = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.02}
-    return [{"name": "generator-diffusion", "user_config": batching, "max_ongoing_requests": 32},
+    return [{"name": f"generator-{generator}", "user_config": batching, "max_ongoing_requests": 32},
             {"name": "ranker", "user_config": batching, "max_ongoing_requests": 32}]
 
 
@@ -72,15 +72,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests-per-slot", type=int, default=3, help="requests = max(8, this x concurrency)")
-    parser.add_argument("--steps", type=int, default=4, help="num_inference_steps of each request")
+    parser.add_argument("--generator", choices=["dalle", "diffusion"], default="dalle")
+    parser.add_argument("--steps", type=int, default=4, help="num_inference_steps of each request (diffusion)")
     parser.add_argument("--note", default="", help="saved with the results (e.g. what else ran on the machine)")
-    parser.add_argument("--out", default="bench/results/throughput.json")
+    parser.add_argument("--out", default=None, help="default bench/results/throughput-GENERATOR.json")
     args = parser.parse_args()
 
     import ray
     from ray import serve
 
-    from dalleflow.deployments.app import EMBEDDED_DIFFUSION, compose_app
+    from dalleflow.deployments.app import EMBEDDED_DALLE, EMBEDDED_DIFFUSION, compose_app
 
     ray.init(include_dashboard=False, log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="ray-"))
     port = free_port()
@@ -93,9 +94,10 @@ def main() -> None:
     for concurrency in args.concurrency:
         request_count = max(8, args.requests_per_slot * concurrency)
         for setting, max_batch_size in SETTINGS.items():
-            app_args = {"store_path": store, "generators": {"diffusion": EMBEDDED_DIFFUSION.model_dump()}}
-            serve.run(compose_app(app_args, deployments(max_batch_size)), name="dalleflow", route_prefix="/")
-            handle = generator("generator-diffusion", app_name="dalleflow")
+            spec = {"dalle": EMBEDDED_DALLE, "diffusion": EMBEDDED_DIFFUSION}[args.generator]
+            app_args = {"store_path": store, "generators": {args.generator: spec.model_dump()}}
+            serve.run(compose_app(app_args, deployments(args.generator, max_batch_size)), name="dalleflow", route_prefix="/")
+            handle = generator(f"generator-{args.generator}", app_name="dalleflow")
             asyncio.run(run_load(url, 1, 2, args.steps))  # warm
             before = Counter(handle.batch_sizes.remote().result())
             seconds, latencies = asyncio.run(run_load(url, concurrency, request_count, args.steps))
@@ -109,7 +111,8 @@ def main() -> None:
     serve.shutdown()
     ray.shutdown()
 
-    print(f"\n/v1/generate, 1 image, {args.steps} steps per request; one generator replica\n")
+    work = "64 tokens" if args.generator == "dalle" else f"{args.steps} steps"
+    print(f"\n/v1/generate, {args.generator}: 1 image, {work} per request; one generator replica\n")
     print(f"{'conc':>4} {'setting':9} {'req/s':>7} {'p50 s':>7} {'p95 s':>7} {'x':>6}  generator batch sizes formed (size: count)")
     for row in rows:
         base = next(r for r in rows if r["concurrency"] == row["concurrency"] and r["setting"] == "unbatched")
@@ -117,9 +120,11 @@ def main() -> None:
         row["ratio_to_unbatched"] = ratio
         print(f"{row['concurrency']:>4} {row['setting']:9} {row['requests_per_s']:7.2f} {row['p50_s']:7.2f} "
               f"{row['p95_s']:7.2f} {ratio:6.2f}  {row['batch_sizes']}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({
-        "command": "OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python bench/throughput.py", "steps": args.steps,
+    out = Path(args.out or f"bench/results/throughput-{args.generator}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "command": f"OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python bench/throughput.py --generator {args.generator}",
+        "generator": args.generator, "steps": args.steps,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "note": args.note, "rows": rows}, indent=1))
 
 

@@ -77,7 +77,7 @@ def _swin2sr(spec: ModelSpec):
 def _dalle(spec: ModelSpec):
     """DalleBart weights (dalle-mini's folder layout) in `weights`; the VQGAN's in
     options["vqgan"], a weight source string of its own; other options (dtype,
-    temperature, top_k, top_p) go to DalleGenerator."""
+    temperature, top_k, top_p, batch_rows) go to DalleGenerator."""
     from dalleflow.models.dalle.generator import DalleGenerator
 
     options = dict(spec.options)

@@ -61,6 +61,7 @@ class DallePipeline:
         condition_scale: float = 10.0,
         negative_prompt: str | None = None,
         callback: StepCallback | None = None,
+        batch_rows: int | None = 4,
     ) -> list[Image.Image]:
         """num_images per prompt, prompt-major; image i samples with seeds[i]
         (default seed + i). See DalleBart.generate for the sampling defaults.
@@ -74,7 +75,7 @@ class DallePipeline:
         tokens = self.generate_tokens(
             prompts, num_images, seed=seed, seeds=seeds, temperature=temperature,
             top_k=top_k, top_p=top_p, condition_scale=condition_scale, negative_prompt=negative_prompt,
-            callback=on_tokens,
+            callback=on_tokens, batch_rows=batch_rows,
         )
         return self.decode_images(tokens)
 

@@ -150,3 +150,18 @@ def test_a_checkpoints_generation_config_sets_the_sampling_defaults(tmp_path):
     assert overridden.sampling == {"temperature": 0.5, "top_k": None, "top_p": None}
     with pytest.raises(TypeError, match="unknown sampling options"):
         DalleGenerator.from_pretrained(tmp_path / "dalle", vqgan, hashtag_word_list=words, tempreature=0.5)
+
+
+def test_the_generators_batch_rows_sets_how_many_images_one_sampling_call_holds():
+    from dalleflow.models.dalle.generator import DalleGenerator
+
+    def step_counts(batch_rows):
+        generator = DalleGenerator.from_pretrained(FIXTURES / "dalle-tiny", FIXTURES / "vqgan-tiny", top_k=32,
+                                                   hashtag_word_list=FIXTURES / "hashtag-words.txt", batch_rows=batch_rows)
+        counts = set()
+        generator.generate([PROMPT], num_images=3, callback=lambda step, count, previews: counts.add(count))
+        return counts
+
+    # 8 progress spans per call: 3 images in one call of 4 rows, or in three calls of 1.
+    assert step_counts(16) == {8}
+    assert step_counts(1) == {24}
