@@ -36,7 +36,6 @@ import jax.experimental
 # dalle-mini imports PartitionSpec from its pre-0.4 home
 jax.experimental.PartitionSpec = jax.sharding.PartitionSpec
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "models" / "dalle" / "fixtures"

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from dalleflow_client import read_png_metadata
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()

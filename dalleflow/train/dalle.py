@@ -29,10 +29,11 @@ import optax
 from dalleflow.models.dalle.bart import DalleBart, decode_logits, encode, init_params
 from dalleflow.models.dalle.config import DalleBartConfig
 from dalleflow.models.dalle.text import DalleBartTokenizer
-from dalleflow.models.dalle.vqgan import VQGANDecoder, encode_tokens
+from dalleflow.models.dalle.vqgan import encode_tokens
 from dalleflow.models.diffusion.text_encoder import shapes_vocab
 from dalleflow.shapes import SceneSampler, render_scene
 from dalleflow.train import jax_checkpoint
+from dalleflow.train.clock import TrainingClock
 from dalleflow.train.diffusion import stop_on_signal
 from dalleflow.train.vqgan import load_params
 
@@ -179,7 +180,7 @@ def train(args: argparse.Namespace, stop) -> None:
         return DallePipeline.from_pretrained(folder, args.vqgan)
 
     step_fn = make_step(config, optimizer)
-    clock = jax_checkpoint.TrainingClock(state, args.checkpoint_minutes)
+    clock = TrainingClock(state, args.checkpoint_minutes)
     running = None
     while state["minutes"] < args.minutes and state["step"] < args.max_steps and not stop.is_set():
         params, opt_state, loss, accuracy = step_fn(params, opt_state, *batches.next())

@@ -20,10 +20,8 @@ import argparse
 import contextlib
 import copy
 import json
-import math
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from dalleflow.models.diffusion import PixelDiffusionConfig, ShapesDiffusion, Te
 from dalleflow.models.diffusion.pixel_space import CoordinateUNet, PixelSpace
 from dalleflow.shapes import SceneSampler, render_scene
 from dalleflow.train.checkpoint import LEGACY, load_checkpoint, save_checkpoint
+from dalleflow.train.clock import TrainingClock
 
 CAPTION_DROPOUT = 0.1
 
@@ -204,12 +203,15 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
             },
         )
 
+    def save_with_curve() -> None:
+        (out / "curve.json").write_text(json.dumps(state["curve"], indent=1))
+        save()
+
     denoiser.train()
     text_encoder.train()
-    started = time.time() - state["minutes"] * 60
+    clock = TrainingClock(state, args.checkpoint_minutes)
     # A resumed optimizer keeps its moments, so only a fresh one (new or --init-from) warms up.
     state.setdefault("warmup_from", state["step"])
-    last_checkpoint = time.time()
     running = None
     while state["minutes"] < args.minutes and state["step"] < args.max_steps and not stop.is_set():
         images, captions = batches.next()
@@ -246,20 +248,12 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
                     e.lerp_(p, 1 - decay)
 
         state["step"] += 1
-        state["minutes"] = (time.time() - started) / 60
+        clock.tick()
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if state["step"] % 100 == 0:
             print(f"step {state['step']} min {state['minutes']:.1f} loss {running:.4f}", flush=True)
-        if time.time() - last_checkpoint > args.checkpoint_minutes * 60:
-            evaluation_started = time.time()
-            model = export(out / "ema")
-            quality = evaluate(model, args.eval_prompts, steps=20, guidance=3.0)
-            state["curve"].append({"step": state["step"], "minutes": round(state["minutes"], 1), **quality})
-            print(f"eval {state['curve'][-1]}", flush=True)
-            (out / "curve.json").write_text(json.dumps(state["curve"], indent=1))
-            save()
-            last_checkpoint = time.time()
-            started += last_checkpoint - evaluation_started  # evaluation time is not training time
+        clock.checkpoint_if_due(lambda: evaluate(export(out / "ema"), args.eval_prompts, steps=20, guidance=3.0),
+                                save_with_curve)
 
     if stop.is_set():
         print(f"stopped by a signal at step {state['step']}: checkpoint saved, rerun the command to resume", flush=True)

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,28 +70,3 @@ def random_state(value):
     """random.getstate() as it comes back from the JSON state (lists where it had
     tuples), made fit for random.setstate again."""
     return tuple(random_state(v) for v in value) if isinstance(value, list) else value
-
-
-class TrainingClock:
-    """Training minutes kept in state["minutes"], and an evaluation plus checkpoint
-    every `checkpoint_minutes`, whose own time is not counted as training."""
-
-    def __init__(self, state: dict[str, Any], checkpoint_minutes: float):
-        self.state = state
-        self.every_s = checkpoint_minutes * 60
-        self.started = time.time() - state["minutes"] * 60
-        self.last_checkpoint = time.time()
-
-    def tick(self) -> None:
-        self.state["minutes"] = (time.time() - self.started) / 60
-
-    def checkpoint_if_due(self, evaluate: Callable[[], dict[str, float]], save: Callable[[], None]) -> None:
-        if time.time() - self.last_checkpoint <= self.every_s:
-            return
-        evaluation_started = time.time()
-        point = {"step": self.state["step"], "minutes": round(self.state["minutes"], 1), **evaluate()}
-        self.state["curve"].append(point)
-        print(f"eval {point}", flush=True)
-        save()
-        self.last_checkpoint = time.time()
-        self.started += self.last_checkpoint - evaluation_started

@@ -126,7 +126,6 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
     sampler = SceneSampler("train", seed=args.seed)
     started, step, curve = time.time(), 0, []
-    total_steps_guess = None
     model.train()
     while (minutes := (time.time() - started) / 60) < args.minutes:
         scenes = [sampler.sample() for _ in range(args.batch_size)]

@@ -34,6 +34,7 @@ from dalleflow.models.dalle.config import VQGANConfig
 from dalleflow.models.dalle.vqgan import VQGANDecoder, decode_tokens, encode_tokens, encoder, decoder, init_params, nearest_codes
 from dalleflow.shapes import SceneSampler, render_scene
 from dalleflow.train import jax_checkpoint
+from dalleflow.train.clock import TrainingClock
 from dalleflow.train.diffusion import stop_on_signal
 
 SHAPES_VQGAN = VQGANConfig(
@@ -187,7 +188,7 @@ def train(args: argparse.Namespace, stop) -> None:
 
     step_fn = make_step(config, optimizer, tokens_frozen)
     usage = np.zeros(config.n_embed, np.int64)
-    clock = jax_checkpoint.TrainingClock(state, args.checkpoint_minutes)
+    clock = TrainingClock(state, args.checkpoint_minutes)
     running = None
     in_use = restarted = 0
     while state["minutes"] < args.minutes and state["step"] < args.max_steps and not stop.is_set():

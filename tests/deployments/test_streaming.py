@@ -5,7 +5,6 @@ import json
 import time
 
 import httpx
-import pytest
 from dalleflow_client.schemas import NDJSON, STREAM_EVENT, GeneratedEvent, ProgressEvent, ResultEvent
 from ray import serve
 

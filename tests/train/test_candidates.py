@@ -9,7 +9,7 @@ from dalleflow.models.ranker import ClipRanker
 from dalleflow.shapes import SceneSampler, render_scene
 from dalleflow.shapes.evaluate import BENCH_PROMPTS, BENCH_SEED, distinct_scenes
 from dalleflow.shapes.oracle import judge
-from dalleflow.shapes.scene import caption_of, change_one_field, parse_caption
+from dalleflow.shapes.scene import change_one_field, parse_caption
 from dalleflow.train import candidates, ranker
 
 
