@@ -98,7 +98,9 @@ def main() -> None:
             app_args = {"store_path": store, "generators": {args.generator: spec.model_dump()}}
             serve.run(compose_app(app_args, deployments(args.generator, max_batch_size)), name="dalleflow", route_prefix="/")
             handle = generator(f"generator-{args.generator}", app_name="dalleflow")
-            asyncio.run(run_load(url, 1, 2, args.steps))  # warm
+            # Warm at the same concurrency, so every batch shape it forms is compiled
+            # (XLA, and torch's first calls) before the clock starts.
+            asyncio.run(run_load(url, concurrency, 2 * concurrency, args.steps))
             before = Counter(handle.batch_sizes.remote().result())
             seconds, latencies = asyncio.run(run_load(url, concurrency, request_count, args.steps))
             formed = Counter(handle.batch_sizes.remote().result())
