@@ -60,7 +60,6 @@ def _serve(args: argparse.Namespace) -> int:
 TRAINERS = {
     "diffusion": "dalleflow.train.diffusion",
     "ranker": "dalleflow.train.ranker",
-    "candidates": "dalleflow.train.candidates",
     "vqgan": "dalleflow.train.vqgan",
     "dalle": "dalleflow.train.dalle",
 }

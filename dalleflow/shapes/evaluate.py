@@ -19,11 +19,6 @@ from dalleflow.shapes.oracle import judge
 from dalleflow.shapes.render import render_scene
 from dalleflow.shapes.scene import Scene, SceneSampler, Split
 
-# bench/quality.py's prompts: distinct_scenes(split, BENCH_PROMPTS, BENCH_SEED).
-# Training data that learns from generated candidates leaves these captions out.
-BENCH_PROMPTS = 200
-BENCH_SEED = 2024
-
 
 def distinct_scenes(split: Split, count: int, seed: int) -> list[Scene]:
     """`count` scenes of the split whose captions all differ."""
