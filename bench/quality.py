@@ -35,7 +35,8 @@ def main() -> None:
     parser.add_argument("--diffusion", default="embedded:shapes-diffusion")
     parser.add_argument("--dalle", default="embedded:shapes-dalle", help="'' leaves the DALL·E out")
     parser.add_argument("--vqgan", default="embedded:shapes-vqgan")
-    parser.add_argument("--dalle-guidance", type=float, default=None, help="the DALL·E's guidance (default: --guidance)")
+    parser.add_argument("--dalle-guidance", type=float, default=None,
+                        help="the DALL·E's guidance (default: its own, from its generation_config.json)")
     parser.add_argument("--ranker", default="embedded:shapes-clip")
     parser.add_argument("--refine-picks", type=int, default=100, help="accepted picks to vary")
     parser.add_argument("--out", default="bench/results/quality.json")
@@ -49,7 +50,7 @@ def main() -> None:
         captions, num_images=num_images, seed=seed, num_inference_steps=args.steps, guidance_scale=args.guidance)}
     if args.dalle:
         dalle = create_model({"family": "dalle", "weights": args.dalle, "options": {"vqgan": args.vqgan}})
-        dalle_guidance = args.guidance if args.dalle_guidance is None else args.dalle_guidance
+        dalle_guidance = dalle.condition_scale if args.dalle_guidance is None else args.dalle_guidance
         generators["dalle"] = lambda captions, num_images, seed: dalle.generate(
             captions, num_images=num_images, seed=seed, guidance_scale=dalle_guidance)
 

@@ -63,7 +63,8 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     sampling.add_argument(
         "--guidance", dest="guidance_scale", metavar="SCALE", type=float,
-        default=_default(GenerateRequest, "guidance_scale"), help="classifier-free guidance (default: %(default)s)",
+        default=_default(GenerateRequest, "guidance_scale"),
+        help="classifier-free guidance (default: each generator's own)",
     )  # fmt: skip
     sampling.add_argument("--negative-prompt", metavar="TEXT", help="what the images should not show")
     sampling.add_argument(

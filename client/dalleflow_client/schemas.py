@@ -36,7 +36,11 @@ class _Request(BaseModel):
 class _Sampling(_Request):
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="None draws one; the answer echoes it.")
     num_inference_steps: int = Field(20, ge=1, le=MAX_INFERENCE_STEPS)
-    guidance_scale: float = Field(3.0, ge=0.0, le=MAX_GUIDANCE_SCALE)
+    guidance_scale: float | None = Field(
+        None, ge=0.0, le=MAX_GUIDANCE_SCALE,
+        description="Classifier-free guidance; None: each model's own default (its scale means different "
+        "things to a diffusion model and to DALL·E's super-conditioning).",
+    )
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
 
 

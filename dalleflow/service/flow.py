@@ -126,8 +126,8 @@ class Flow:
             steps = self._stage_events(
                 self.refiner, "refine", "refiner", with_progress, image, request.prompt,
                 skip_rate=request.skip_rate, num_images=request.num_images, seed=seed,
-                num_inference_steps=request.num_inference_steps, guidance_scale=request.guidance_scale,
-                negative_prompt=request.negative_prompt,
+                num_inference_steps=request.num_inference_steps, negative_prompt=request.negative_prompt,
+                **given(guidance_scale=request.guidance_scale),
             )  # fmt: skip
             async with aclosing(steps):
                 async for event in steps:
@@ -201,7 +201,7 @@ class Flow:
                 steps = self._stage_events(
                     self.generators[name], "generate", name, emit is not None, [request.prompt],
                     num_images=request.num_images, seed=seed, num_inference_steps=request.num_inference_steps,
-                    guidance_scale=request.guidance_scale, negative_prompt=request.negative_prompt,
+                    negative_prompt=request.negative_prompt, **given(guidance_scale=request.guidance_scale),
                 )  # fmt: skip
                 async with aclosing(steps):
                     async for event in steps:
@@ -286,3 +286,8 @@ def _generated(images: list[Image.Image], seed: int, with_progress: bool) -> lis
         GeneratedImage(seed=seed + i, image=encode_png(image), width=image.width, height=image.height)
         for i, image in enumerate(images)
     ]
+
+
+def given(**options: Any) -> dict[str, Any]:
+    """The options a request set: one it left None is not passed, so the model's own default holds."""
+    return {name: value for name, value in options.items() if value is not None}

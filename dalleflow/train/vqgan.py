@@ -21,6 +21,7 @@ encoder included, read by VQGANDecoder.from_pretrained like the ImageNet one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -144,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--eval-images", type=int, default=256)
     parser.add_argument("--export", default=None, help="write the VQGAN as a pretrained folder here at the end")
+    parser.add_argument("--channels", type=int, default=SHAPES_VQGAN.ch, help="width of the first level (ch)")
+    parser.add_argument("--res-blocks", type=int, default=SHAPES_VQGAN.num_res_blocks, help="per level (the decoder has one more)")
+    parser.add_argument("--codes", type=int, default=SHAPES_VQGAN.n_embed, help="codebook size (n_embed)")
     parser.add_argument("--decoder-only-from", default=None,
                         help="start from this VQGAN folder and train only its decoder: the encoder and codebook, so "
                         "every image's tokens, stay as they are (a DalleBart trained on them stays valid)")
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def train(args: argparse.Namespace, stop) -> None:
-    config = SHAPES_VQGAN
+    config = dataclasses.replace(SHAPES_VQGAN, ch=args.channels, num_res_blocks=args.res_blocks, n_embed=args.codes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     params = init_params(config, jax.random.PRNGKey(args.seed))
@@ -217,6 +221,7 @@ def train(args: argparse.Namespace, stop) -> None:
             "steps": state["step"], "minutes": round(state["minutes"], 1), "curve": state["curve"],
             "reconstruction_accepted": quality, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
             "decoder_only_from": args.decoder_only_from,
+            "channels": config.ch, "res_blocks": config.num_res_blocks, "codes": config.n_embed,
         })
         print(f"exported to {args.export}: reconstructions accepted {quality}", flush=True)
 

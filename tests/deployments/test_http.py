@@ -70,6 +70,19 @@ def test_a_candidate_is_made_again_alone_from_its_seed(server_url, generated, ge
     assert base64.b64decode(again.json()["candidates"][0]["image"]) == base64.b64decode(candidate["image"])
 
 
+@pytest.mark.parametrize(("generator", "own_default"), [("diffusion", 3.0), ("dalle", 2.0)])
+def test_guidance_left_out_is_each_generators_own_default(server_url, generator, own_default):
+    def image(**guidance) -> bytes:
+        body = {"prompt": PROMPT, "num_images": 1, "seed": 5, "generators": [generator], **FAST, **guidance}
+        answer = post(server_url, "/v1/generate", body)
+        assert answer.status_code == 200, answer.text
+        return base64.b64decode(answer.json()["candidates"][0]["image"])
+
+    # The shapes DALL·E's generation_config.json says 2 (its sampling sweep); diffusion's code says 3.
+    assert image() == image(guidance_scale=own_default)
+    assert image() != image(guidance_scale=own_default + 4)
+
+
 def test_diffuse_by_id_and_by_image(server_url, generated):
     pick = generated["candidates"][0]
     by_id = post(server_url, "/v1/diffuse", {"image_id": pick["id"], "prompt": PROMPT, "num_images": 2, "skip_rate": 0.5, **FAST})

@@ -143,9 +143,12 @@ def test_a_checkpoints_generation_config_sets_the_sampling_defaults(tmp_path):
     vqgan = FIXTURES / "vqgan-tiny"
     words = FIXTURES / "hashtag-words.txt"
     assert DalleGenerator.from_pretrained(tmp_path / "dalle", vqgan, hashtag_word_list=words).sampling["temperature"] == 1.0
-    (tmp_path / "dalle" / "generation_config.json").write_text('{"temperature": 0.5, "top_k": 8}')
+    (tmp_path / "dalle" / "generation_config.json").write_text('{"temperature": 0.5, "top_k": 8, "condition_scale": 2.0}')
     saved = DalleGenerator.from_pretrained(tmp_path / "dalle", vqgan, hashtag_word_list=words)
-    assert saved.sampling == {"temperature": 0.5, "top_k": 8, "top_p": None}
+    assert saved.sampling == {"temperature": 0.5, "top_k": 8, "top_p": None} and saved.condition_scale == 2.0
+    # A request without guidance_scale samples at the checkpoint's condition_scale.
+    pixels = [np.asarray(image) for image in saved.generate([PROMPT], num_images=2, seed=1)]
+    assert [np.array_equal(a, np.asarray(b)) for a, b in zip(pixels, saved.generate([PROMPT], num_images=2, seed=1, guidance_scale=2.0))] == [True, True]
     overridden = DalleGenerator.from_pretrained(tmp_path / "dalle", vqgan, hashtag_word_list=words, top_k=None)
     assert overridden.sampling == {"temperature": 0.5, "top_k": None, "top_p": None}
     with pytest.raises(TypeError, match="unknown sampling options"):
