@@ -32,7 +32,7 @@ import optax
 
 from dalleflow.models.dalle import msgpack_io
 from dalleflow.models.dalle.config import VQGANConfig
-from dalleflow.models.dalle.vqgan import VQGANDecoder, decode_tokens, encode_tokens, encoder, decoder, init_params, nearest_codes
+from dalleflow.models.dalle.vqgan import GN_GROUPS, VQGANDecoder, decode_tokens, encode_tokens, encoder, decoder, init_params, nearest_codes
 from dalleflow.shapes import SceneSampler, render_scene
 from dalleflow.train import jax_checkpoint
 from dalleflow.train.clock import TrainingClock
@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def train(args: argparse.Namespace, stop) -> None:
+    if args.channels % GN_GROUPS:
+        raise SystemExit(f"--channels must be a multiple of {GN_GROUPS} (the GroupNorm groups), got {args.channels}")
     config = dataclasses.replace(SHAPES_VQGAN, ch=args.channels, num_res_blocks=args.res_blocks, n_embed=args.codes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -531,8 +531,9 @@ class DalleBart:
         last one padded: the smallest power of two that holds them all, at most
         `batch_rows` (None: no limit, e.g. for a GPU's larger batches). So at most
         log2(batch_rows) + 1 programs compile (1, 2 and 4 rows at the default), a
-        lone image does not pay for four, and an image's arithmetic depends on its call size only (float
-        rounding; its tokens flip only if a draw lands within rounding of a boundary).
+        lone image does not pay for four, and an image's arithmetic depends on its
+        call size only (float rounding; its tokens flip only if a draw lands within
+        rounding of a boundary).
 
         callback(step_index, step_count, tokens): called after each of `progress_spans` spans
         of positions per row chunk, with every row's tokens so far (later positions

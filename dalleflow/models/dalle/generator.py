@@ -28,12 +28,13 @@ from dalleflow.models.steps import StepCallback
 GENERATION_CONFIG = "generation_config.json"
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "condition_scale")
 DEFAULT_CONDITION_SCALE = 3.0
+DEFAULT_BATCH_ROWS = 16
 
 
 class DalleGenerator:
     def __init__(self, pipeline: DallePipeline, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, condition_scale: float = DEFAULT_CONDITION_SCALE,
-                 batch_rows: int | None = 16):
+                 batch_rows: int | None = DEFAULT_BATCH_ROWS):
         """condition_scale: the super-conditioning scale of a request that gives no
         guidance_scale. batch_rows: the most images one sampling call holds (DalleBart.generate);
         a batch of requests larger than that runs in several calls. On this CPU
@@ -47,7 +48,7 @@ class DalleGenerator:
     @classmethod
     def from_pretrained(
         cls, dalle_folder: str | Path, vqgan_folder: str | Path, dtype: str | None = None,
-        hashtag_word_list: str | Path | None = None, batch_rows: int | None = 16,
+        hashtag_word_list: str | Path | None = None, batch_rows: int | None = DEFAULT_BATCH_ROWS,
         **sampling: float | int | None,
     ) -> DalleGenerator:
         """sampling: temperature, top_k, top_p, condition_scale; unset ones come from
