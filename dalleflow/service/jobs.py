@@ -17,6 +17,7 @@ restart), and is answered as failed rather than left waiting forever.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -79,9 +80,9 @@ class JobManager:
         job = Job(id=uuid.uuid4().hex, kind=job_request.kind, status="queued", created_at=now, updated_at=now)
         self._live[job.id] = job
         await self._write(job)
-        self._tasks[job.id] = asyncio.create_task(self._run(job, events))
+        self._tasks[job.id] = _detached_task(self._run(job, events))
         if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.create_task(self._watch())
+            self._watcher = _detached_task(self._watch())
         return self._answer(job)
 
     async def get(self, job_id: str) -> Job:
@@ -165,3 +166,16 @@ class JobManager:
                     await self.cancel(job_id)
                 elif time.monotonic() - self._written_at.get(job_id, 0.0) > HEARTBEAT_S:
                     await self._write(job)
+
+
+def _detached_task(coroutine) -> asyncio.Task:
+    """A task that outlives the request that started it.
+
+    A task inherits its creator's context variables, and Ray Serve keeps the
+    request it is serving in one: every handle call made under it becomes that
+    request's child, which Serve cancels when it believes the request cancelled.
+    A client that closes its connection right after reading the 202 can make it
+    believe so; the job's stage calls must not go with it, so the job runs in
+    a context of its own.
+    """
+    return asyncio.create_task(coroutine, context=contextvars.Context())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from dalleflow.service.progress import Done, Step, SteppedCall
@@ -42,6 +43,25 @@ class LocalStage:
             yield event
 
 
+class StageCancelled(Exception):
+    """Ray cancelled a stage call that its caller had not cancelled."""
+
+
+@contextmanager
+def cancelled_by_ray_is_an_error(stage: str):
+    """Ray answers a call that it cancelled itself (TaskCancelledError: a replica's
+    request cancelled, or a parent request that Serve believes cancelled) with
+    asyncio.CancelledError in the caller. The caller's task was not cancelled, so
+    that would end its task silently; here it becomes an error, which fails the call."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise  # the caller is being cancelled: pass it on
+        raise StageCancelled(f"{stage}: Ray cancelled the call") from None
+
+
 class HandleStage:
     """A Ray Serve DeploymentHandle.
 
@@ -54,11 +74,16 @@ class HandleStage:
         self.handle = handle
         self.retry_on = retry_on
 
+    @property
+    def name(self) -> str:
+        return getattr(self.handle, "deployment_name", "stage")
+
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await getattr(self.handle, method).remote(*args, **kwargs)
-        except self.retry_on:
-            return await getattr(self.handle, method).remote(*args, **kwargs)
+        with cancelled_by_ray_is_an_error(self.name):
+            try:
+                return await getattr(self.handle, method).remote(*args, **kwargs)
+            except self.retry_on:
+                return await getattr(self.handle, method).remote(*args, **kwargs)
 
     async def ready(self) -> bool:
         # Answers only once a replica has finished loading its model.
@@ -68,8 +93,9 @@ class HandleStage:
         # The deployment's `stream` generator method (deployments/stages.py), streamed back.
         events = self.handle.options(stream=True).stream.remote(method, *args, **kwargs)
         try:
-            async for event in events:
-                yield event
+            with cancelled_by_ray_is_an_error(self.name):
+                async for event in events:
+                    yield event
         finally:
             # Also when this request is cancelled or its reader leaves early: the
             # replica gets CancelledError and stops the model at its next step.
