@@ -7,7 +7,8 @@ dalle or diffusion, one replica); the generator's and the ranker's user_config
 switch between batching (max_batch_size 16) and none (max_batch_size 1). At each concurrency (1, 4, 16) both
 run the same requests (1 image each, few steps), one setting after the other.
 Prints requests/s, p50/p95 latency, the ratio, and the generator batch sizes
-that formed; saves bench/results/throughput.json.
+that formed; saves bench/results/throughput-GENERATOR.json. On a GPU machine,
+`--num-gpus 1` gives the generator replica the GPU.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import json
 import os
 import platform
 import socket
+import shlex
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -39,9 +42,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def deployments(generator: str, max_batch_size: int) -> list[dict]:
+def deployments(generator: str, max_batch_size: int, num_gpus: float = 0) -> list[dict]:
     batching = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": 0.02}
-    return [{"name": f"generator-{generator}", "user_config": batching, "max_ongoing_requests": 32},
+    # On a GPU machine the models go to the GPU (models/devices.py) once their replica is given one.
+    resources = {"ray_actor_options": {"num_cpus": 0.5, "num_gpus": num_gpus}} if num_gpus else {}
+    return [{"name": f"generator-{generator}", "user_config": batching, "max_ongoing_requests": 32, **resources},
             {"name": "ranker", "user_config": batching, "max_ongoing_requests": 32}]
 
 
@@ -74,6 +79,7 @@ def main() -> None:
     parser.add_argument("--requests-per-slot", type=int, default=3, help="requests = max(8, this x concurrency)")
     parser.add_argument("--generator", choices=["dalle", "diffusion"], default="dalle")
     parser.add_argument("--steps", type=int, default=4, help="num_inference_steps of each request (diffusion)")
+    parser.add_argument("--num-gpus", type=float, default=0, help="GPUs for the generator replica (0: CPU)")
     parser.add_argument("--note", default="", help="saved with the results (e.g. what else ran on the machine)")
     parser.add_argument("--out", default=None, help="default bench/results/throughput-GENERATOR.json")
     args = parser.parse_args()
@@ -96,7 +102,7 @@ def main() -> None:
         for setting, max_batch_size in SETTINGS.items():
             spec = {"dalle": EMBEDDED_DALLE, "diffusion": EMBEDDED_DIFFUSION}[args.generator]
             app_args = {"store_path": store, "generators": {args.generator: spec.model_dump()}}
-            serve.run(compose_app(app_args, deployments(args.generator, max_batch_size)), name="dalleflow", route_prefix="/")
+            serve.run(compose_app(app_args, deployments(args.generator, max_batch_size, args.num_gpus)), name="dalleflow", route_prefix="/")
             handle = generator(f"generator-{args.generator}", app_name="dalleflow")
             # Warm at the same concurrency, so every batch shape it forms is compiled
             # (XLA, and torch's first calls) before the clock starts.
@@ -125,7 +131,7 @@ def main() -> None:
     out = Path(args.out or f"bench/results/throughput-{args.generator}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "command": f"OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python bench/throughput.py --generator {args.generator}",
+        "command": "OMP_NUM_THREADS={} .venv/bin/python {}".format(os.environ.get("OMP_NUM_THREADS", ""), shlex.join(sys.argv)),
         "generator": args.generator, "steps": args.steps,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "note": args.note, "rows": rows}, indent=1))
 
