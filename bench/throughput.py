@@ -18,8 +18,8 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import shlex
+import socket
 import statistics
 import sys
 import tempfile
@@ -40,6 +40,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def command_line() -> str:
+    """How this run was started, OMP_NUM_THREADS included when set (it changes the figures)."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return (f"OMP_NUM_THREADS={threads} " if threads else "") + ".venv/bin/python " + shlex.join(sys.argv)
 
 
 def deployments(generator: str, max_batch_size: int, num_gpus: float = 0) -> list[dict]:
@@ -131,7 +137,7 @@ def main() -> None:
     out = Path(args.out or f"bench/results/throughput-{args.generator}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "command": "OMP_NUM_THREADS={} .venv/bin/python {}".format(os.environ.get("OMP_NUM_THREADS", ""), shlex.join(sys.argv)),
+        "command": command_line(),
         "generator": args.generator, "steps": args.steps,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "note": args.note, "rows": rows}, indent=1))
 

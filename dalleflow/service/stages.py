@@ -74,12 +74,8 @@ class HandleStage:
         self.handle = handle
         self.retry_on = retry_on
 
-    @property
-    def name(self) -> str:
-        return getattr(self.handle, "deployment_name", "stage")
-
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        with cancelled_by_ray_is_an_error(self.name):
+        with cancelled_by_ray_is_an_error(self.handle.deployment_name):
             try:
                 return await getattr(self.handle, method).remote(*args, **kwargs)
             except self.retry_on:
@@ -93,7 +89,7 @@ class HandleStage:
         # The deployment's `stream` generator method (deployments/stages.py), streamed back.
         events = self.handle.options(stream=True).stream.remote(method, *args, **kwargs)
         try:
-            with cancelled_by_ray_is_an_error(self.name):
+            with cancelled_by_ray_is_an_error(self.handle.deployment_name):
                 async for event in events:
                     yield event
         finally:

@@ -3,6 +3,7 @@
 import time
 
 import httpx
+from dalleflow_client.schemas import FINISHED_JOB_STATUSES
 from ray import serve
 
 PROMPT = "a red circle on the left on a white background"
@@ -81,5 +82,5 @@ def test_a_job_outlives_the_connection_that_submitted_it(server_url):
     # (about 1 submission in 15 on a 2-core machine), holding the only job slot.
     for seed in range(30):
         job = submit(server_url, {"prompt": PROMPT, "num_images": 1, "num_inference_steps": 2, "seed": seed})
-        finished = wait_for(server_url, job["id"], lambda j: j["status"] not in ("queued", "running"), timeout_s=120)
+        finished = wait_for(server_url, job["id"], lambda j: j["status"] in FINISHED_JOB_STATUSES, timeout_s=120)
         assert finished["status"] == "done", finished
