@@ -57,6 +57,14 @@ def test_refine_makes_seeded_variations(tiny_diffusion):
     assert not np.array_equal(pixels(first)[0], np.asarray(source))
 
 
+def test_a_variation_depends_only_on_its_seed_not_on_how_many_share_the_call(tiny_diffusion):
+    # The refiner's sampler draws fresh noise at every step: each image from its own generator.
+    source = render_caption(PROMPT, seed=1)
+    alone = tiny_diffusion.refine(source, PROMPT, skip_rate=0.25, num_images=1, seed=9, num_inference_steps=4)
+    among = tiny_diffusion.refine(source, PROMPT, skip_rate=0.25, num_images=3, seed=9, num_inference_steps=4)
+    assert np.array_equal(pixels(alone)[0], pixels(among)[0])
+
+
 @pytest.mark.parametrize("skip_rate", [-0.1, 1.5])
 def test_refine_refuses_a_skip_rate_outside_0_1(tiny_diffusion, skip_rate):
     with pytest.raises(ValueError, match="skip_rate"):

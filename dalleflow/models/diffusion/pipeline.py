@@ -88,8 +88,13 @@ class ShapesDiffusion:
         DPMSolverMultistepScheduler.from_config(self.scheduler_config).save_pretrained(folder / "scheduler")
         (folder / "pixel_diffusion.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=1))
 
-    def _new_scheduler(self) -> DPMSolverMultistepScheduler:
+    def _new_scheduler(self, stochastic: bool = False) -> DPMSolverMultistepScheduler:
         # A scheduler holds a step index: one per call keeps concurrent calls apart.
+        if stochastic:
+            # img2img is SDEdit, which solves the reverse SDE: the ODE solver (dpmsolver++) carries
+            # a noised image back to the very mode it came from, so its "variations" are near
+            # copies (1.8% mean change at skip_rate 0.5); the SDE one draws fresh noise each step.
+            return DPMSolverMultistepScheduler.from_config(self.scheduler_config, algorithm_type="sde-dpmsolver++")
         return DPMSolverMultistepScheduler.from_config(self.scheduler_config)
 
     def _encode_text(self, prompts: list[str]):
@@ -97,10 +102,13 @@ class ShapesDiffusion:
         states, pooled = run_in_fixed_rows(self.text_encoder, self.batch_rows, ids, mask)
         return states, mask, pooled
 
-    def _noise(self, seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.stack(
-            [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
-        )
+    @staticmethod
+    def _generators(seeds: list[int]) -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    @staticmethod
+    def _noise(generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.stack([torch.randn(shape, generator=g) for g in generators])
 
     @staticmethod
     def _predicted_clean(latents, prediction, timestep, scheduler) -> torch.Tensor:
@@ -121,7 +129,10 @@ class ShapesDiffusion:
         scheduler: DPMSolverMultistepScheduler,
         guidance_scale: float,
         callback: StepCallback | None,
+        generators: list[torch.Generator] | None = None,
     ) -> list[Image.Image]:
+        """generators: one per image, for the noise a stochastic scheduler adds each step
+        (drawn per image, so an image never depends on its batch)."""
         is_guided = guidance_scale != 1.0
         text_prompts = prompts + negative_prompts if is_guided else prompts
         states, mask, pooled = self._encode_text(text_prompts)
@@ -134,7 +145,8 @@ class ShapesDiffusion:
                 prediction = unconditional + guidance_scale * (conditional - unconditional)
             if callback is not None:
                 preview = to_pil(self.space.decode(self._predicted_clean(latents, prediction, timestep, scheduler)))
-            latents = scheduler.step(prediction, timestep, latents).prev_sample
+            step_noise = self._noise(generators, tuple(latents.shape[1:])) if generators else None
+            latents = scheduler.step(prediction, timestep, latents, variance_noise=step_noise).prev_sample
             if callback is not None:
                 if callback(step, len(timesteps), preview):
                     raise Interrupted(f"stopped after step {step + 1} of {len(timesteps)}")
@@ -159,7 +171,7 @@ class ShapesDiffusion:
         channels = 3 * self.config.unshuffle_factor**2
         scheduler = self._new_scheduler()
         scheduler.set_timesteps(num_inference_steps)
-        latents = self._noise(seeds, (channels, size, size)) * scheduler.init_noise_sigma
+        latents = self._noise(self._generators(seeds), (channels, size, size)) * scheduler.init_noise_sigma
         negatives = [negative_prompt or ""] * len(expanded)
         return self._denoise(latents, expanded, negatives, scheduler.timesteps, scheduler, guidance_scale, callback)
 
@@ -176,20 +188,23 @@ class ShapesDiffusion:
         callback: StepCallback | None = None,
     ) -> list[Image.Image]:
         """Variations of an image: skip_rate is the share of the schedule skipped
-        (dalle-flow's meaning; diffusers' strength = 1 - skip_rate)."""
+        (dalle-flow's meaning; diffusers' strength = 1 - skip_rate), the rest solved
+        stochastically, so variations differ from the input and from each other."""
         if not 0.0 <= skip_rate <= 1.0:
             raise ValueError(f"skip_rate must be within [0, 1], got {skip_rate}")
-        scheduler = self._new_scheduler()
+        scheduler = self._new_scheduler(stochastic=True)
         scheduler.set_timesteps(num_inference_steps)
         skipped = min(int(round(skip_rate * num_inference_steps)), num_inference_steps)
         timesteps = scheduler.timesteps[skipped:]
-        seeds = [image_seed(seed, i) for i in range(num_images)]
+        generators = self._generators([image_seed(seed, i) for i in range(num_images)])
         clean = self.space.encode(from_pil(image, self.config.image_size).unsqueeze(0))
         clean = clean.expand(num_images, -1, -1, -1)
         if len(timesteps) == 0:
             return to_pil(self.space.decode(clean))
-        noise = self._noise(seeds, tuple(clean.shape[1:]))
+        noise = self._noise(generators, tuple(clean.shape[1:]))
         latents = scheduler.add_noise(clean, noise, timesteps[:1].expand(num_images))
         scheduler.set_begin_index(skipped)
         negatives = [negative_prompt or ""] * num_images
-        return self._denoise(latents, [prompt] * num_images, negatives, timesteps, scheduler, guidance_scale, callback)
+        return self._denoise(
+            latents, [prompt] * num_images, negatives, timesteps, scheduler, guidance_scale, callback, generators
+        )
