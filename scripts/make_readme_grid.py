@@ -28,7 +28,7 @@ def main(out: str) -> None:
     ranker = create_model(config.ranker)
     upscaler = create_model(config.upscaler)
     request = GenerateRequest(prompt=PROMPT, num_images=4, seed=SEED)  # the HTTP API's defaults
-    sampling = request.model_dump(include={"num_inference_steps", "guidance_scale", "negative_prompt"})
+    sampling = request.model_dump(include={"num_inference_steps", "guidance_scale", "negative_prompt"}, exclude_none=True)
     pool = []
     for name, spec in config.generators.items():
         images = create_model(spec).generate([PROMPT], num_images=request.num_images, seed=SEED, **sampling)

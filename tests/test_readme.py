@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from dalleflow_client import read_png_metadata
+from PIL import Image
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -125,3 +126,18 @@ def test_the_jobs_cli_example(server_url, tmp_path):
     printed = run_bash_example(block, server_url, tmp_path)
     assert re.match(r"[0-9a-f]{32} (queued|running|done)", printed)
     assert list((tmp_path / "jobs").glob("*-grid.png"))
+
+
+def test_the_script_that_makes_the_readme_picture_still_runs(tmp_path):
+    # The picture is remade whenever the embedded models change; a script that rots goes unseen.
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "grid.png"
+    made = subprocess.run([sys.executable, "scripts/make_readme_grid.py", str(out)], cwd=root,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    ranked = re.findall(r"^(\d): (\w+) +seed \d+ score (-?[\d.]+) accepted (True|False)$", made.stdout, flags=re.M)
+    assert [int(rank) for rank, *_ in ranked] == list(range(8))
+    assert {generator for _, generator, _, _ in ranked} == {"diffusion", "dalle"}
+    scores = [float(score) for _, _, score, _ in ranked]
+    assert scores == sorted(scores, reverse=True)
+    assert Image.open(out).size == (4 * 128, 2 * 128)
