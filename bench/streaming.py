@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import tempfile
 import time
@@ -27,17 +26,13 @@ from pathlib import Path
 
 import httpx
 
+from harness import free_port
+
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 PROMPT = "a red circle to the left of a blue square on a white background"
 NDJSON = "application/x-ndjson"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def plain(url: str, body: dict) -> float:

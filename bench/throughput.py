@@ -18,10 +18,7 @@ import asyncio
 import json
 import os
 import platform
-import shlex
-import socket
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -29,23 +26,13 @@ from pathlib import Path
 
 import httpx
 
+from harness import command_line, free_port
+
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 PROMPT = "a red circle to the left of a blue square on a white background"
 SETTINGS = {"batched": 16, "unbatched": 1}  # max_batch_size
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def command_line() -> str:
-    """How this run was started, OMP_NUM_THREADS included when set (it changes the figures)."""
-    threads = os.environ.get("OMP_NUM_THREADS")
-    return (f"OMP_NUM_THREADS={threads} " if threads else "") + ".venv/bin/python " + shlex.join(sys.argv)
 
 
 def deployments(generator: str, max_batch_size: int, num_gpus: float = 0) -> list[dict]:
