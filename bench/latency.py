@@ -2,10 +2,19 @@
 
     .venv/bin/python bench/latency.py --runs 20
 
-Runs the same generate request (4 candidates per generator, default steps)
-through the embedded default app on Ray Serve over HTTP, and through the very
-same Flow with the models in this process (no Ray, no HTTP), interleaved so
-both see the same machine load. Prints the medians and their ratio.
+The same generate request (4 candidates per generator, default steps) three ways:
+the very Flow the ingress runs, with the config's models in one process and no
+Ray running, twice (with torch's and XLA's default threads, and with one thread
+per model, as Serve runs each replica: the faster here, since torch's threads
+from a worker thread and XLA's pool fight over 2 cores); then the served default
+itself, started as the README's first command starts it (`dalleflow serve`,
+serve_config.yaml), over HTTP. Each for the request to every generator (what the
+service answers by default) and to each generator alone. Prints the medians side
+by side and the ratio of HTTP to the faster in-process one.
+
+The phases run one after the other, each baseline in a process of its own (thread
+settings are fixed when torch and JAX start; Ray's processes, even idle, slow a
+model beside them, so they are not up then): run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -14,97 +23,144 @@ import argparse
 import asyncio
 import json
 import os
-import socket
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+import yaml
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+from harness import command_line, free_port
 
+ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a red circle to the left of a blue square on a white background"
+BASELINES = {  # in-process thread settings: name -> environment
+    "default threads": {},
+    "1 thread/model": {"OMP_NUM_THREADS": "1",
+                       "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"},
+}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def request_body(generators: str, num_images: int) -> dict:
+    return {"prompt": PROMPT, "num_images": num_images, "seed": 0,
+            "generators": None if generators == "all" else [generators]}
 
 
-def in_process_flow(store: str):
+def timed(call, runs: int) -> list[float]:
+    call()  # warm-up: first calls compile (JAX) and fill caches
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def in_process(config_path: Path, sets: list[str], num_images: int, runs: int) -> dict[str, list[float]]:
+    """The ingress's Flow over the config's models, here: no Ray, no HTTP, no serialisation."""
+    from dalleflow_client.schemas import GenerateRequest
+
     from dalleflow.deployments.app import AppConfig
     from dalleflow.models.factory import create_model
     from dalleflow.service.flow import Flow
     from dalleflow.service.stages import LocalStage
     from dalleflow.service.store import ImageStore
 
-    config = AppConfig()
-    refiner = LocalStage(create_model(config.refiner))
-    return Flow(
+    args = yaml.safe_load(config_path.read_text())["applications"][0]["args"]
+    config = AppConfig.model_validate({**args, "store_path": tempfile.mkdtemp(prefix="dalleflow-bench-")})
+    flow = Flow(
         generators={name: LocalStage(create_model(spec)) for name, spec in config.generators.items()},
-        ranker=LocalStage(create_model(config.ranker)), refiner=refiner,
-        upscaler=LocalStage(create_model(config.upscaler)), store=ImageStore(store),
+        ranker=LocalStage(create_model(config.ranker)), refiner=LocalStage(create_model(config.refiner)),
+        upscaler=LocalStage(create_model(config.upscaler)), store=ImageStore(config.store_path),
+        generator_timeout_s=config.generator_timeout_s,
     )
+    return {name: timed(lambda: asyncio.run(flow.generate(GenerateRequest(**request_body(name, num_images)))), runs)
+            for name in sets}
+
+
+def over_http(config_path: Path, sets: list[str], num_images: int, runs: int) -> dict[str, list[float]]:
+    """The served default, started as `dalleflow serve` starts it, over HTTP."""
+    port = free_port()
+    environment = {**os.environ, "RAY_AUTH_MODE": "disabled", "DALLEFLOW_STORE": tempfile.mkdtemp(prefix="dalleflow-bench-")}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "dalleflow"), "serve", "--config", str(config_path),
+                               "--port", str(port)], env=environment, cwd=ROOT, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while not _ready(url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dalleflow serve did not come up at {url}")
+            time.sleep(1)
+        with httpx.Client(timeout=300) as client:
+            def generate(name: str) -> None:
+                client.post(f"{url}/v1/generate", json=request_body(name, num_images)).raise_for_status()
+
+            return {name: timed(lambda: generate(name), runs) for name in sets}
+    finally:
+        os.killpg(server.pid, signal.SIGINT)  # `serve run` shuts Serve and Ray down on SIGINT
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def in_process_elsewhere(environment: dict, args: argparse.Namespace) -> dict[str, list[float]]:
+    """The in-process phase in a child process started with these thread settings."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        subprocess.run([sys.executable, __file__, "--in-process-to", out.name, "--runs", str(args.runs),
+                        "--num-images", str(args.num_images), "--config", str(args.config),
+                        "--generators", *args.generators], env={**os.environ, **environment}, check=True)  # fmt: skip
+        return json.loads(Path(out.name).read_text())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--num-images", type=int, default=4)
+    parser.add_argument("--generators", nargs="+", default=["all", "diffusion", "dalle"],
+                        help="requests to measure: 'all' (generators null) or one generator's name")
+    parser.add_argument("--config", type=Path, default=ROOT / "serve_config.yaml")
     parser.add_argument("--out", default="bench/results/latency.json")
+    parser.add_argument("--in-process-to", help=argparse.SUPPRESS)  # the child's side of in_process_elsewhere
     args = parser.parse_args()
+    if args.in_process_to:
+        Path(args.in_process_to).write_text(json.dumps(in_process(args.config, args.generators, args.num_images, args.runs)))
+        return
 
-    import ray
-    from dalleflow_client.schemas import GenerateRequest
-    from ray import serve
+    local = {name: in_process_elsewhere(environment, args) for name, environment in BASELINES.items()}
+    http = over_http(args.config, args.generators, args.num_images, args.runs)
 
-    from dalleflow.deployments.app import build_app
-
-    store = tempfile.mkdtemp(prefix="dalleflow-bench-")
-    ray.init(include_dashboard=False, log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="ray-"))
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"store_path": store}), name="dalleflow", route_prefix="/")
-    url = f"http://127.0.0.1:{port}/v1/generate"
-    flow = in_process_flow(store)
-    body = {"prompt": PROMPT, "num_images": args.num_images, "seed": 0}
-
-    def over_http() -> float:
-        started = time.perf_counter()
-        answer = httpx.post(url, json=body, timeout=300)
-        answer.raise_for_status()
-        return time.perf_counter() - started
-
-    def in_process() -> float:
-        started = time.perf_counter()
-        asyncio.run(flow.generate(GenerateRequest(**body)))
-        return time.perf_counter() - started
-
-    for warmup in (over_http, in_process, over_http, in_process):
-        warmup()
-    http_times, local_times = [], []
-    for _ in range(args.runs):
-        http_times.append(over_http())
-        local_times.append(in_process())
-    serve.shutdown()
-    ray.shutdown()
-
-    http_median, local_median = statistics.median(http_times), statistics.median(local_times)
-    ratio = http_median / local_median
-    print(f"\n/v1/generate, {args.num_images} candidates per generator, median of {args.runs} (interleaved)")
-    print(f"{'path':28} {'median s':>9} {'p90 s':>7}")
-    for label, times in (("in-process Flow (no Ray)", local_times), ("Ray Serve over HTTP", http_times)):
-        print(f"{label:28} {statistics.median(times):9.3f} {statistics.quantiles(times, n=10)[-1]:7.3f}")
-    print(f"Serve overhead: HTTP / in-process = {ratio:.3f} ({(ratio - 1):+.1%})")
+    median = statistics.median
+    print(f"\n/v1/generate, {args.num_images} candidates per generator, median of {args.runs} (p90 in brackets), seconds")
+    print(f"{'generators':11}" + "".join(f"{'in-process, ' + name:>30}" for name in BASELINES)
+          + f"{'Serve over HTTP':>18}{'HTTP / faster in-process':>26}")
+    results = {}
+    for name in args.generators:
+        fastest = min(median(times[name]) for times in local.values())
+        ratio = median(http[name]) / fastest
+        cells = [*(times[name] for times in local.values()), http[name]]
+        print(f"{name:11}" + "".join(f"{median(t):>22.3f} ({statistics.quantiles(t, n=10)[-1]:.3f})" for t in cells[:-1])
+              + f"{median(cells[-1]):>10.3f} ({statistics.quantiles(cells[-1], n=10)[-1]:.3f})"
+              + f"{ratio:>16.3f} ({ratio - 1:+.1%})")
+        results[name] = {"in_process_s": {baseline: times[name] for baseline, times in local.items()},
+                         "http_s": http[name], "http_median_s": median(http[name]),
+                         "fastest_in_process_median_s": fastest, "ratio": ratio}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"runs": args.runs, "num_images": args.num_images,
-                                          "http_s": http_times, "in_process_s": local_times,
-                                          "http_median_s": http_median, "in_process_median_s": local_median,
-                                          "ratio": ratio}, indent=1))
-
+    Path(args.out).write_text(json.dumps({"command": command_line(), "config": os.path.relpath(args.config, ROOT),
+                                          "runs": args.runs, "num_images": args.num_images,
+                                          "baselines": BASELINES, "generators": results}, indent=1))
 
 if __name__ == "__main__":
     main()
