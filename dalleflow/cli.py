@@ -39,6 +39,9 @@ def _serve(args: argparse.Namespace) -> int:
     environment = {"RAY_USAGE_STATS_ENABLED": "0", **os.environ}
     serve_command = [str(Path(sys.executable).parent / "serve"), "run", written.name]
     server = subprocess.Popen(serve_command, env=environment)
+    # `serve run` shuts Serve and its Ray down on SIGINT (Ctrl-C reaches both of us); a
+    # service manager or `kill` stops us with SIGTERM, which would orphan it, still serving.
+    signal.signal(signal.SIGTERM, lambda *_: server.send_signal(signal.SIGINT))
     url = f"http://{http['host']}:{http['port']}"
     try:
         while server.poll() is None:
