@@ -28,6 +28,10 @@ from dalleflow_client.cli import add_client_commands
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
 
 
+def _hear_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _serve(args: argparse.Namespace) -> int:
     """Run Ray's own `serve run` on the config, and say where to open it once every stage has loaded."""
     config = yaml.safe_load(Path(args.config).read_text())
@@ -38,9 +42,10 @@ def _serve(args: argparse.Namespace) -> int:
         yaml.safe_dump(config, written)
     environment = {"RAY_USAGE_STATS_ENABLED": "0", **os.environ}
     serve_command = [str(Path(sys.executable).parent / "serve"), "run", written.name]
-    server = subprocess.Popen(serve_command, env=environment)
-    # `serve run` shuts Serve and its Ray down on SIGINT (Ctrl-C reaches both of us); a
-    # service manager or `kill` stops us with SIGTERM, which would orphan it, still serving.
+    # `serve run` shuts Serve and its Ray down on SIGINT (Ctrl-C reaches both of us). It must
+    # hear it even where we were started with SIGINT ignored (`nohup ... &`, which it inherits).
+    server = subprocess.Popen(serve_command, env=environment, preexec_fn=_hear_sigint)
+    # A service manager or `kill` stops us with SIGTERM, which would orphan it, still serving.
     signal.signal(signal.SIGTERM, lambda *_: server.send_signal(signal.SIGINT))
     url = f"http://{http['host']}:{http['port']}"
     try:

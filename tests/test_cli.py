@@ -1,6 +1,7 @@
 """`dalleflow serve`, the README's first command, as a user runs it: it serves the
 embedded default, says where, and a SIGTERM (a service manager, `kill`) stops it
-and everything it started. It runs its own Ray, as it would on a user's machine."""
+and everything it started, even when it was started in the background with
+SIGINT ignored. It runs its own Ray, as it would on a user's machine."""
 
 import os
 import queue
@@ -30,8 +31,10 @@ def test_dalleflow_serve_serves_the_embedded_default_and_a_sigterm_stops_all_it_
     environment = {**os.environ, "DALLEFLOW_STORE": str(tmp_path / "store"),
                    # Its own Ray, apart from the test session's (a short path: Ray's socket names).
                    "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-", dir=os.environ.get("DALLEFLOW_TEST_TMP", "/tmp"))}
+    # Started as `nohup dalleflow serve &` starts it: with SIGINT ignored, which children inherit.
     server = subprocess.Popen([str(BIN / "dalleflow"), "serve", "--port", str(port)], env=environment,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
     output: queue.Queue = queue.Queue()
     threading.Thread(target=_lines, args=(server.stdout, output), daemon=True).start()
     started: list[psutil.Process] = []
