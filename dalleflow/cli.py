@@ -28,10 +28,6 @@ from dalleflow_client.cli import add_client_commands
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
 
 
-def _hear_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _serve(args: argparse.Namespace) -> int:
     """Run Ray's own `serve run` on the config, and say where to open it once every stage has loaded."""
     config = yaml.safe_load(Path(args.config).read_text())
@@ -42,9 +38,11 @@ def _serve(args: argparse.Namespace) -> int:
         yaml.safe_dump(config, written)
     environment = {"RAY_USAGE_STATS_ENABLED": "0", **os.environ}
     serve_command = [str(Path(sys.executable).parent / "serve"), "run", written.name]
-    # `serve run` shuts Serve and its Ray down on SIGINT (Ctrl-C reaches both of us). It must
-    # hear it even where we were started with SIGINT ignored (`nohup ... &`, which it inherits).
-    server = subprocess.Popen(serve_command, env=environment, preexec_fn=_hear_sigint)
+    # `serve run` shuts Serve and its Ray down on SIGINT (Ctrl-C reaches both of us). Started
+    # with SIGINT ignored (`nohup ... &`), we would pass that on to it: a handler is not inherited.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    server = subprocess.Popen(serve_command, env=environment)
     # A service manager or `kill` stops us with SIGTERM, which would orphan it, still serving.
     signal.signal(signal.SIGTERM, lambda *_: server.send_signal(signal.SIGINT))
     url = f"http://{http['host']}:{http['port']}"

@@ -32,9 +32,9 @@ def test_dalleflow_serve_serves_the_embedded_default_and_a_sigterm_stops_all_it_
                    # Its own Ray, apart from the test session's (a short path: Ray's socket names).
                    "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-", dir=os.environ.get("DALLEFLOW_TEST_TMP", "/tmp"))}
     # Started as `nohup dalleflow serve &` starts it: with SIGINT ignored, which children inherit.
-    server = subprocess.Popen([str(BIN / "dalleflow"), "serve", "--port", str(port)], env=environment,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
+    command = f"trap '' INT; exec {BIN / 'dalleflow'} serve --port {port}"
+    server = subprocess.Popen(["bash", "-c", command], env=environment, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
     output: queue.Queue = queue.Queue()
     threading.Thread(target=_lines, args=(server.stdout, output), daemon=True).start()
     started: list[psutil.Process] = []
