@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from dalleflow.cli import is_ready
 from harness import command_line, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +93,7 @@ def over_http(config_path: Path, sets: list[str], num_images: int, runs: int) ->
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
-        while not _ready(url):
+        while not is_ready(url):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"dalleflow serve did not come up at {url}")
             time.sleep(1)
@@ -107,13 +108,6 @@ def over_http(config_path: Path, sets: list[str], num_images: int, runs: int) ->
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def in_process_elsewhere(environment: dict, args: argparse.Namespace) -> dict[str, list[float]]:

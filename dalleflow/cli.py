@@ -28,6 +28,14 @@ from dalleflow_client.cli import add_client_commands
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
 
 
+def is_ready(url: str) -> bool:
+    """Whether the server at url answers /readyz: every stage has loaded."""
+    try:
+        return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _serve(args: argparse.Namespace) -> int:
     """Run Ray's own `serve run` on the config, and say where to open it once every stage has loaded."""
     config = yaml.safe_load(Path(args.config).read_text())
@@ -48,12 +56,9 @@ def _serve(args: argparse.Namespace) -> int:
     url = f"http://{http['host']}:{http['port']}"
     try:
         while server.poll() is None:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    print(f"\ndalleflow is serving: open {url} (the API's schema is at {url}/docs)", flush=True)
-                    break
-            except httpx.HTTPError:
-                pass
+            if is_ready(url):
+                print(f"\ndalleflow is serving: open {url} (the API's schema is at {url}/docs)", flush=True)
+                break
             time.sleep(1)
         return server.wait()
     except KeyboardInterrupt:
