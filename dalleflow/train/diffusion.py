@@ -184,7 +184,9 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
         sampling = DPMSolverMultistepScheduler.from_config(
             noise_scheduler.config, thresholding=True, sample_max_value=1.0
         )
-        model = ShapesDiffusion(ema_denoiser.unet, ema_text, sampling, PixelDiffusionConfig())
+        # The trainer's own modules, which it trains on in float32 on the CPU: the
+        # wrapper must neither move nor cast them.
+        model = ShapesDiffusion(ema_denoiser.unet, ema_text, sampling, PixelDiffusionConfig(), device="cpu", dtype=torch.float32)
         model.save_pretrained(folder)
         return model
 

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from dalleflow.models.diffusion import Interrupted, ShapesDiffusion
 from dalleflow.shapes import render_caption
@@ -78,3 +79,18 @@ def test_the_callback_gets_a_preview_of_each_image_that_ends_near_it(tiny_diffus
     assert [[im.size for im in step] for step in previews] == [[(32, 32)] * 2] * 4
     # The last step's predicted clean image is (up to the solver's last update) the answer.
     assert np.abs(pixels(previews[-1]).astype(int) - pixels(images).astype(int)).mean() < 8
+
+
+def test_a_model_in_reduced_precision_makes_the_same_images_to_its_precision(tiny_diffusion, tmp_path):
+    # A GPU runs the networks in half precision by default; bfloat16 takes that path on a CPU.
+    tiny_diffusion.save_pretrained(tmp_path / "model")
+    full = ShapesDiffusion.from_pretrained(tmp_path / "model", device="cpu", dtype="float32")
+    reduced = ShapesDiffusion.from_pretrained(tmp_path / "model", device="cpu", dtype="bfloat16")
+    assert next(reduced.denoiser.parameters()).dtype == torch.bfloat16
+    assert reduced.batch_rows == 4  # the CPU default
+    kwargs = dict(num_images=2, seed=3, num_inference_steps=3)
+    difference = pixels(reduced.generate([PROMPT], **kwargs)).astype(int) - pixels(full.generate([PROMPT], **kwargs))
+    # Only the networks run in bfloat16 (the solver in float32): the images differ by its rounding alone.
+    assert np.abs(difference).mean() < 4, np.abs(difference).mean()
+    start = full.generate([PROMPT], num_images=1, seed=3, num_inference_steps=3)[0]
+    assert [v.size for v in reduced.refine(start, PROMPT, num_images=2, seed=1, num_inference_steps=4)] == [(32, 32)] * 2
