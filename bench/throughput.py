@@ -8,7 +8,8 @@ switch between batching (max_batch_size 16) and none (max_batch_size 1). At each
 run the same requests (1 image each, few steps), one setting after the other.
 Prints requests/s, p50/p95 latency, the ratio, and the generator batch sizes
 that formed; saves bench/results/throughput-GENERATOR.json. On a GPU machine,
-`--num-gpus 1` gives the generator replica the GPU.
+`--num-gpus 1` gives the generator replica the GPU, where its model runs in half
+precision unless `--dtype` says otherwise.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ async def run_load(url: str, concurrency: int, request_count: int, steps: int) -
         return time.perf_counter() - started, latencies
 
 
+def machine() -> str:
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return ", ".join([platform.machine(), f"{os.cpu_count()} CPUs", *gpus])
+
+
 def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
@@ -73,6 +81,7 @@ def main() -> None:
     parser.add_argument("--generator", choices=["dalle", "diffusion"], default="dalle")
     parser.add_argument("--steps", type=int, default=4, help="num_inference_steps of each request (diffusion)")
     parser.add_argument("--num-gpus", type=float, default=0, help="GPUs for the generator replica (0: CPU)")
+    parser.add_argument("--dtype", default=None, help="the generator's precision (default: the model's own for its device)")
     parser.add_argument("--note", default="", help="saved with the results (e.g. what else ran on the machine)")
     parser.add_argument("--out", default=None, help="default bench/results/throughput-GENERATOR.json")
     args = parser.parse_args()
@@ -94,6 +103,8 @@ def main() -> None:
         request_count = max(8, args.requests_per_slot * concurrency)
         for setting, max_batch_size in SETTINGS.items():
             spec = {"dalle": EMBEDDED_DALLE, "diffusion": EMBEDDED_DIFFUSION}[args.generator]
+            if args.dtype:
+                spec = spec.model_copy(update={"options": {**spec.options, "dtype": args.dtype}})
             app_args = {"store_path": store, "generators": {args.generator: spec.model_dump()}}
             serve.run(compose_app(app_args, deployments(args.generator, max_batch_size, args.num_gpus)), name="dalleflow", route_prefix="/")
             handle = generator(f"generator-{args.generator}", app_name="dalleflow")
@@ -113,7 +124,8 @@ def main() -> None:
     ray.shutdown()
 
     work = "64 tokens" if args.generator == "dalle" else f"{args.steps} steps"
-    print(f"\n/v1/generate, {args.generator}: 1 image, {work} per request; one generator replica\n")
+    where = "on the GPU" if args.num_gpus else "on the CPU"
+    print(f"\n/v1/generate, {args.generator}: 1 image, {work} per request; one generator replica {where}; {machine()}\n")
     print(f"{'conc':>4} {'setting':9} {'req/s':>7} {'p50 s':>7} {'p95 s':>7} {'x':>6}  generator batch sizes formed (size: count)")
     for row in rows:
         base = next(r for r in rows if r["concurrency"] == row["concurrency"] and r["setting"] == "unbatched")
@@ -125,8 +137,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "command": command_line(),
-        "generator": args.generator, "steps": args.steps,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "note": args.note, "rows": rows}, indent=1))
+        "generator": args.generator, "steps": args.steps, "dtype": args.dtype,
+        "machine": machine(), "num_gpus": args.num_gpus, "note": args.note, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
