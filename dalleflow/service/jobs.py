@@ -62,8 +62,9 @@ class JobManager:
         self._live: dict[str, Job] = {}  # queued or running on this replica, in arrival order
         self._tasks: dict[str, asyncio.Task] = {}
         self._written_at: dict[str, float] = {}
+        self._ending: set[str] = set()  # live jobs whose final record is being written
         # Records are written in the order of the changes they hold: a heartbeat's
-        # write never lands after the final one.
+        # write never lands after the final one (see _heartbeat).
         self._write_lock = asyncio.Lock()
         self._watcher: asyncio.Task | None = None
 
@@ -100,7 +101,8 @@ class JobManager:
         """Cancels the job (a running one stops between two model steps); a finished job is a 409."""
         task = self._tasks.get(job_id)
         if task is not None:
-            task.cancel()
+            if job_id not in self._ending:  # else its end is being written: that end stands
+                task.cancel()
             await asyncio.wait({task})
             if job_id in self._live:  # cancelled before its task first ran: _run never saw it
                 await self._finish(self._live[job_id], "cancelled")
@@ -145,27 +147,52 @@ class JobManager:
         # Written before anyone is told: until the record is on disk, GET still answers the
         # live state, so no client sees an end a restart could lose.
         final = job.model_copy(update={"status": status, "error": error, "finished_at": time.time()})
+        self._ending.add(job.id)  # from now on no heartbeat writes the live (unfinished) state
         try:
             await asyncio.shield(self._write(final))
         finally:
             del self._live[job.id], self._tasks[job.id]
             self._written_at.pop(job.id, None)
+            self._ending.discard(job.id)
 
     async def _write(self, job: Job) -> None:
         async with self._write_lock:
-            job.updated_at = time.time()
-            self._written_at[job.id] = time.monotonic()
-            await asyncio.to_thread(self.store.save_job, job.id, job.model_dump_json(exclude={"queue_position"}))
+            await self._save(job)
+
+    async def _heartbeat(self, job: Job) -> None:
+        """Rewrites a live job's record as it stands, unless the job has ended meanwhile.
+
+        The watcher decides to write between awaits: by the time it holds the lock the
+        job may have ended (or be ending), and its live object still says queued or
+        running. Written then, that would replace the final record, and with no one
+        left to rewrite it, GET would answer "lost" once it went stale.
+        """
+        async with self._write_lock:
+            if self._is_live(job):
+                await self._save(job)
+
+    def _is_live(self, job: Job) -> bool:
+        """Whether this live object is still the job's state here, with its end not begun."""
+        return self._live.get(job.id) is job and job.id not in self._ending
+
+    async def _save(self, job: Job) -> None:
+        job.updated_at = time.time()
+        self._written_at[job.id] = time.monotonic()
+        await asyncio.to_thread(self.store.save_job, job.id, job.model_dump_json(exclude={"queue_position"}))
 
     async def _watch(self) -> None:
         """While jobs are live here: keep their records fresh, and honour cancel notes."""
         while self._live:
             await asyncio.sleep(CANCEL_NOTE_POLL_S)
             for job_id, job in list(self._live.items()):
+                # Each await below lets jobs end: one that has is not looked at again.
+                if not self._is_live(job):
+                    continue
                 if await asyncio.to_thread(self.store.is_job_cancel_requested, job_id):
-                    await self.cancel(job_id)
+                    if self._is_live(job):  # else it ended while we looked: nothing left to cancel
+                        await self.cancel(job_id)
                 elif time.monotonic() - self._written_at.get(job_id, 0.0) > HEARTBEAT_S:
-                    await self._write(job)
+                    await self._heartbeat(job)
 
 
 def _detached_task(coroutine) -> asyncio.Task:

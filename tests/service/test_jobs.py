@@ -2,12 +2,14 @@
 
 import asyncio
 import json
+import threading
 import time
 
 import pytest
 from dalleflow_client.schemas import GenerateJobRequest, GenerateRequest
 
 from dalleflow.models.ranker import ClipRanker
+from dalleflow.service import jobs
 from dalleflow.service.errors import InvalidInput, NotFound
 from dalleflow.service.flow import Flow
 from dalleflow.service.jobs import STALE_AFTER_S, JobConflict, JobManager
@@ -67,8 +69,10 @@ async def test_cancelling_a_queued_job_cancels_that_job_only(tiny_diffusion, ran
     cancelled = await manager.cancel(waiting.id)
     assert cancelled.status == "cancelled" and cancelled.started_at is None and cancelled.result is None
     assert (await manager.get(last.id)).queue_position == 0
-    assert (await wait_for(manager, running.id, lambda j: j.status != "running")).status == "done"
-    assert (await wait_for(manager, last.id, lambda j: j.status not in ("queued", "running"))).status == "done"
+    finished = await wait_for(manager, running.id, lambda j: j.status != "running")
+    assert finished.status == "done", finished.error
+    finished = await wait_for(manager, last.id, lambda j: j.status not in ("queued", "running"))
+    assert finished.status == "done", finished.error
     with pytest.raises(JobConflict, match="already done"):
         await manager.cancel(running.id)
     assert (await manager.cancel(waiting.id)).status == "cancelled"  # cancelling twice is no error
@@ -83,6 +87,60 @@ async def test_cancelling_a_running_job_stops_it_between_steps(tiny_diffusion, r
     assert cancelled.progress["tiny"].step < 100
     on_disk = json.loads(manager.store.job_record(job.id))
     assert on_disk["status"] == "cancelled"
+
+
+class HeldNoteCheck:
+    """The watcher's look for a cancel note, its first one held until the test lets it go:
+    on a loaded machine the thread hop can last while a job ends."""
+
+    def __init__(self, check):
+        self.check = check
+        self.entered, self.released = threading.Event(), threading.Event()
+        self.calls = 0
+
+    def __call__(self, job_id: str) -> bool:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            self.released.wait(30)
+        return self.check(job_id)
+
+
+async def test_a_job_that_ends_while_the_watcher_looks_at_it_stays_ended(tiny_diffusion, ranker, tmp_path, monkeypatch):
+    monkeypatch.setattr(jobs, "CANCEL_NOTE_POLL_S", 0.01)
+    manager = new_manager(tiny_diffusion, ranker, tmp_path)
+    manager.store.is_job_cancel_requested = held = HeldNoteCheck(manager.store.is_job_cancel_requested)
+    try:
+        job = await manager.submit(generate_job())
+        assert await asyncio.to_thread(held.entered.wait, 30)  # the watcher looks at the job...
+        done = await wait_for(manager, job.id, lambda j: j.status not in ("queued", "running"))  # ...which ends
+        assert done.status == "done", done.error
+    finally:
+        held.released.set()
+    await asyncio.wait_for(manager._watcher, 30)  # it ends once no job is live here
+    # Its heartbeat, decided before the end, did not write the running state over the final
+    # record (which, left so, a GET answers "lost" once it is STALE_AFTER_S old).
+    assert json.loads(manager.store.job_record(job.id))["status"] == "done"
+    assert await manager.get(job.id) == done
+
+
+async def test_a_cancel_note_for_a_job_that_just_ended_is_no_error(tiny_diffusion, ranker, tmp_path, monkeypatch):
+    monkeypatch.setattr(jobs, "CANCEL_NOTE_POLL_S", 0.01)
+    manager = new_manager(tiny_diffusion, ranker, tmp_path, concurrency=1)
+    manager.store.is_job_cancel_requested = held = HeldNoteCheck(manager.store.is_job_cancel_requested)
+    try:
+        first = await manager.submit(generate_job())
+        assert await asyncio.to_thread(held.entered.wait, 30)  # the watcher looks at the first job...
+        second = await manager.submit(generate_job(steps=100))
+        assert (await wait_for(manager, first.id, lambda j: j.status not in ("queued", "running"))).status == "done"
+        manager.store.request_job_cancel(first.id)  # ...a DELETE, too late, on another replica
+    finally:
+        held.released.set()
+    # The watcher is still at work: it honours the next note.
+    await wait_for(manager, second.id, lambda j: j.status == "running")
+    manager.store.request_job_cancel(second.id)
+    assert (await wait_for(manager, second.id, lambda j: j.status != "running", timeout_s=30)).status == "cancelled"
+    assert (await manager.get(first.id)).status == "done"
 
 
 async def test_a_bad_request_is_refused_at_submission(tiny_diffusion, ranker, tmp_path):
