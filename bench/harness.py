@@ -1,4 +1,4 @@
-"""What the benches share: a free port for a server, and the command line a result records.
+"""What the benches share: a free port for a server, and the command line and machine a result records.
 
 The benches run as scripts (`.venv/bin/python bench/latency.py`), so this folder is on
 sys.path and they import it as `harness`.
@@ -7,6 +7,7 @@ sys.path and they import it as `harness`.
 from __future__ import annotations
 
 import os
+import platform
 import shlex
 import socket
 import sys
@@ -22,3 +23,11 @@ def command_line() -> str:
     """How this run was started, OMP_NUM_THREADS included when set (it changes the figures)."""
     threads = os.environ.get("OMP_NUM_THREADS")
     return (f"OMP_NUM_THREADS={threads} " if threads else "") + ".venv/bin/python " + shlex.join(sys.argv)
+
+
+def machine() -> str:
+    """The processor, its CPU count, and each GPU torch sees."""
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return ", ".join([platform.machine(), f"{os.cpu_count()} CPUs", *gpus])

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from harness import command_line, free_port
+from harness import command_line, free_port, machine
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -61,13 +60,6 @@ async def run_load(url: str, concurrency: int, request_count: int, steps: int) -
         started = time.perf_counter()
         await asyncio.gather(*(one(client, seed) for seed in range(request_count)))
         return time.perf_counter() - started, latencies
-
-
-def machine() -> str:
-    import torch
-
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return ", ".join([platform.machine(), f"{os.cpu_count()} CPUs", *gpus])
 
 
 def percentile(values: list[float], q: int) -> float:
