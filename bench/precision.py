@@ -37,7 +37,7 @@ def settings() -> list[tuple[str, str]]:
 
 
 def run(folder: str, device: str, dtype: str, prompts: list[str], images_per_prompt: int, steps: int):
-    """(images as an int array, seconds) for every prompt's images at once, after a warm-up call."""
+    """(images, seconds) for every prompt's images in one call, timed after a warm-up call."""
     model = ShapesDiffusion.from_pretrained(folder, device=device, dtype=dtype)
     model.generate(prompts[:1], num_inference_steps=2)
     if device == "cuda":

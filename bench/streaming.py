@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from harness import free_port
+from harness import free_port, machine
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -122,7 +121,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "command": "OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python bench/streaming.py", "runs": args.runs,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "note": args.note, "medians": rows,
+        "machine": machine(), "note": args.note, "medians": rows,
         "samples": {"plain_s": plain_s, "first_progress_s": first_s, "streamed_s": result_s, "cancels": cancels},
     }, indent=1))  # fmt: skip
 
