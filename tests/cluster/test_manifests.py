@@ -1,8 +1,10 @@
 """cluster/ checked offline: every manifest against the KubeRay CRD schemas in
-../shared/kuberay/ (beside the repo), every Serve config against Ray's schema
+kuberay_schemas.json (beside this file: their structural part, extracted from KubeRay's
+CRD YAMLs by scripts/extract_crd_schemas.py), every Serve config against Ray's schema
 with unknown keys rejected, and the two copies of the GPU Serve config equal."""
 
 import copy
+import json
 from pathlib import Path
 
 import jsonschema
@@ -13,7 +15,7 @@ from dalleflow.deployments.config_check import main, serve_configs_in, validate_
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"
-KUBERAY_CRDS = REPO.parent / "shared" / "kuberay"
+KUBERAY_SCHEMAS = Path(__file__).with_name("kuberay_schemas.json")
 GPU_SERVE_CONFIG = CLUSTER / "serve_config.gpu.yaml"
 # What a manifest's top-level metadata may hold (ObjectMeta fields a user sets);
 # the CRD leaves metadata to the API server, so it is checked here.
@@ -43,14 +45,21 @@ def strict(schema: dict) -> dict:
 
 
 def load_crd_schemas() -> dict[tuple[str, str], dict]:
-    """(apiVersion, kind) -> the strict openAPIV3Schema of that CRD version."""
-    schemas = {}
-    for path in sorted(KUBERAY_CRDS.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-        for version in crd["spec"]["versions"]:
-            schemas[(f"{group}/{version['name']}", kind)] = strict(version["schema"]["openAPIV3Schema"])
-    return schemas
+    """(apiVersion, kind) -> the strict openAPIV3Schema of that CRD version, its
+    subtrees stored once under "definitions" put back in place."""
+    document = json.loads(KUBERAY_SCHEMAS.read_text())
+
+    def expand(node):
+        if isinstance(node, dict):
+            if set(node) == {"$ref"}:
+                return expand(document["definitions"][node["$ref"].removeprefix("#/definitions/")])
+            return {key: expand(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [expand(value) for value in node]
+        return node
+
+    return {(api_version, kind): strict(expand(schema))
+            for api_version, kinds in document["schemas"].items() for kind, schema in kinds.items()}
 
 
 CRD_SCHEMAS = load_crd_schemas()
@@ -69,7 +78,7 @@ def manifests() -> list[tuple[str, dict]]:
 def manifest_problems(document: dict) -> list[str]:
     key = (document.get("apiVersion"), document.get("kind"))
     if key not in CRD_SCHEMAS:
-        return [f"no CRD schema for {key} in {KUBERAY_CRDS}"]
+        return [f"no CRD schema for {key} in {KUBERAY_SCHEMAS} (scripts/extract_crd_schemas.py writes it)"]
     validator = jsonschema.Draft4Validator(CRD_SCHEMAS[key])
     problems = [f"{'.'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}" for error in validator.iter_errors(document)]
     problems += [f"metadata.{field}: unknown field" for field in document.get("metadata", {}) if field not in OBJECT_META_FIELDS]
@@ -83,6 +92,13 @@ def rayservice() -> dict:
 
 def test_the_crd_schemas_are_there():
     assert {("ray.io/v1", "RayService"), ("ray.io/v1", "RayCluster")} <= set(CRD_SCHEMAS)
+
+
+def test_the_schema_file_has_every_kind_the_manifests_use():
+    used = {(document.get("apiVersion"), document["kind"]) for _, document in manifests()}
+    assert used and used <= set(CRD_SCHEMAS), f"missing from {KUBERAY_SCHEMAS.name}: {sorted(used - set(CRD_SCHEMAS), key=str)}"
+    assert all("$ref" not in json.dumps(CRD_SCHEMAS[key]) for key in used)  # every shared subtree put back
+    assert json.loads(KUBERAY_SCHEMAS.read_text())["source"]["kuberay"]  # where the schemas came from
 
 
 @pytest.mark.parametrize(("where", "document"), manifests(), ids=[where for where, _ in manifests()])
