@@ -81,12 +81,12 @@ def build_tiny_diffusion(text_width: int = 16):
     from diffusers import DPMSolverMultistepScheduler
 
     from dalleflow.models.diffusion import PixelDiffusionConfig, ShapesDiffusion, TextEncoder, TextEncoderConfig, shapes_vocab
-    from dalleflow.train.diffusion import build_unet, training_scheduler
+    from dalleflow.models.diffusion.pixel_space import build_unet, noise_schedule
 
     torch.manual_seed(0)
     text = TextEncoder(TextEncoderConfig(vocab=shapes_vocab(), width=text_width, layers=1, heads=2))
     unet = build_unet(width=16, block_out_channels=(8, 16, 16))
-    scheduler = DPMSolverMultistepScheduler.from_config(training_scheduler().config)
+    scheduler = DPMSolverMultistepScheduler.from_config(noise_schedule().config)
     return ShapesDiffusion(unet, text, scheduler, PixelDiffusionConfig())
 
 

@@ -59,7 +59,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     sampling.add_argument("--seed", type=int, help="default: the server draws one (the answer shows it)")
     sampling.add_argument(
         "--steps", dest="num_inference_steps", metavar="N", type=int,
-        default=_default(GenerateRequest, "num_inference_steps"), help="denoising steps (default: %(default)s)",
+        default=_default(GenerateRequest, "num_inference_steps"), help="denoising steps (default: each model's own)",
     )  # fmt: skip
     sampling.add_argument(
         "--guidance", dest="guidance_scale", metavar="SCALE", type=float,

@@ -35,7 +35,10 @@ class _Request(BaseModel):
 
 class _Sampling(_Request):
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="None draws one; the answer echoes it.")
-    num_inference_steps: int = Field(20, ge=1, le=MAX_INFERENCE_STEPS)
+    num_inference_steps: int | None = Field(
+        None, ge=1, le=MAX_INFERENCE_STEPS,
+        description="Denoising steps; None: each model's own default (the embedded diffusion model's is 20).",
+    )
     guidance_scale: float | None = Field(
         None, ge=0.0, le=MAX_GUIDANCE_SCALE,
         description="Classifier-free guidance; None: each model's own default (its scale means different "

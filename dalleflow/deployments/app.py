@@ -8,11 +8,11 @@ Arguments are checked strictly: an unknown key is an error, not a silent default
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray.serve import Application
 
 from dalleflow.deployments.ingress import Ingress
-from dalleflow.deployments.stages import Generator, Ranker, Refiner, Upscaler
+from dalleflow.deployments.stages import ImageModel, Ranker, Upscaler
 from dalleflow.models.factory import ModelSpec
 
 EMBEDDED_DIFFUSION = ModelSpec(family="shapes-diffusion", weights="embedded:shapes-diffusion")
@@ -27,7 +27,11 @@ class AppConfig(BaseModel):
         description="Enabled generators by name.",
     )
     ranker: ModelSpec = ModelSpec(family="open-clip", weights="embedded:shapes-clip")
-    refiner: ModelSpec = EMBEDDED_DIFFUSION
+    refiner: ModelSpec | str = Field(
+        "diffusion",
+        description="The name of a generator whose model also refines (one model, loaded once), "
+        "or a model of its own. A model equal to a generator's is that generator's.",
+    )
     upscaler: ModelSpec = ModelSpec(family="realesrgan", options={"model": "realesr-animevideov3-x4"})
     store_path: str | None = Field(None, description="Image store folder; default $DALLEFLOW_STORE or ~/.local/share/dalleflow/images.")
     generator_timeout_s: float = Field(120.0, gt=0, description="Deadline of each generator per request.")
@@ -39,10 +43,29 @@ class AppConfig(BaseModel):
         "keys there turn bearer authentication on. Never the keys themselves: Ray shows a config's args.")
     api_key_required: bool = Field(False, description="Refuse to start without a key in api_keys_env (the cluster config).")
 
+    @model_validator(mode="after")
+    def _refiner_is_known(self) -> AppConfig:
+        if isinstance(self.refiner, str) and self.refiner not in self.generators:
+            raise ValueError(
+                f"refiner: {self.refiner!r} names no generator; name one of {sorted(self.generators)} "
+                "or give the refiner a model of its own ({family: ..., weights: ...})"
+            )
+        return self
+
+    def refining_generator(self) -> str | None:
+        """The generator whose model refines too, if any: named, or the same model given twice."""
+        if isinstance(self.refiner, str):
+            return self.refiner
+        return next((name for name, spec in self.generators.items() if spec == self.refiner), None)
+
+    def refiner_spec(self) -> ModelSpec:
+        shared = self.refining_generator()
+        return self.generators[shared] if shared else self.refiner
+
 
 def _models(config: AppConfig) -> list[dict]:
     stages = [(f"generator:{name}", spec) for name, spec in config.generators.items()]
-    stages += [("ranker", config.ranker), ("refiner", config.refiner), ("upscaler", config.upscaler)]
+    stages += [("ranker", config.ranker), ("refiner", config.refiner_spec()), ("upscaler", config.upscaler)]
     return [
         {"stage": stage, "name": stage.split(":")[-1], "model": spec.family,
          "weights": spec.weights or str(spec.options.get("model", ""))}
@@ -65,14 +88,27 @@ def compose_app(args: dict | None = None, deployments: list[dict] | None = None)
     def named(deployment, name: str):
         return deployment.options(name=name, **overrides.pop(name, {}))
 
+    shared = config.refining_generator()
+    if shared and "refiner" in overrides:
+        raise ValueError(
+            f"deployments: there is no 'refiner' deployment: the refiner is generator {shared!r}'s model, "
+            f"loaded once in 'generator-{shared}'; move the refiner's options there, or give the refiner "
+            "a model of its own in args.refiner"
+        )
     generators = {
-        name: named(Generator, f"generator-{name}").bind(spec.model_dump())
+        name: named(ImageModel, f"generator-{name}").bind(
+            spec.model_dump(), ["generator", "refiner"] if name == shared else ["generator"]
+        )
         for name, spec in config.generators.items()
     }
+    if shared:
+        refiner = generators[shared]
+    else:
+        refiner = named(ImageModel, "refiner").bind(config.refiner.model_dump(), ["refiner"])
     app = named(Ingress, "ingress").bind(
         generators=generators,
         ranker=named(Ranker, "ranker").bind(config.ranker.model_dump()),
-        refiner=named(Refiner, "refiner").bind(config.refiner.model_dump()),
+        refiner=refiner,
         upscaler=named(Upscaler, "upscaler").bind(config.upscaler.model_dump()),
         models=_models(config),
         store_path=config.store_path,

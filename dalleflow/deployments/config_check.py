@@ -33,12 +33,12 @@ from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
 from dalleflow.deployments.app import AppConfig, build_app
-from dalleflow.deployments.stages import Batching, Generator, Ranker, Refiner, Upscaler
+from dalleflow.deployments.stages import Batching, ImageModel, Ranker, Upscaler
 from dalleflow.models.factory import FAMILIES
 
 APP_IMPORT_PATH = f"{build_app.__module__}:{build_app.__name__}"
-STAGE_DEPLOYMENTS = ("ingress", "ranker", "refiner", "upscaler")  # plus generator-<name> per generator
-MODEL_STAGES = {"ranker": Ranker, "refiner": Refiner, "upscaler": Upscaler, "generator": Generator}
+STAGE_DEPLOYMENTS = ("ingress", "ranker", "upscaler")  # plus generator-<name> per generator, and "refiner" for its own model
+MODEL_STAGES = {"ranker": Ranker, "refiner": ImageModel, "upscaler": Upscaler, "generator": ImageModel}
 
 
 def validate_serve_config(config: Any) -> list[str]:
@@ -84,13 +84,22 @@ def _check_application(application: dict, path: str) -> list[str]:
     except ValidationError as error:
         return problems + _format_errors(error, f"{path}.args")
     for stage, spec in [(f"generators.{n}", s) for n, s in args.generators.items()] + [
-        ("ranker", args.ranker), ("refiner", args.refiner), ("upscaler", args.upscaler)
+        ("ranker", args.ranker), ("refiner", args.refiner_spec()), ("upscaler", args.upscaler)
     ]:
         if spec.family not in FAMILIES:
             problems.append(f"{path}.args.{stage}.family: unknown model family {spec.family!r}; one of {sorted(FAMILIES)}")
-    built = set(STAGE_DEPLOYMENTS) | {f"generator-{name}" for name in args.generators}
+    shared = args.refining_generator()
+    built = set(STAGE_DEPLOYMENTS) | {f"generator-{name}" for name in args.generators} | ({"refiner"} if not shared else set())
     names = [d.get("name") for d in deployments if isinstance(d, dict)] if isinstance(deployments, list) else []
+    if shared and "refiner" in names:
+        problems.append(
+            f"{path}.deployments: there is no 'refiner' deployment: the refiner is generator {shared!r}'s model, "
+            f"loaded once in 'generator-{shared}'; move the refiner's options there"
+        )
+        names = [name if name != "refiner" else None for name in names]
     for index, name in enumerate(names):
+        if name is None:
+            continue
         if name not in built:
             problems.append(f"{path}.deployments[{index}].name: the app builds no deployment {name!r}; one of {sorted(built)}")
         elif names.count(name) > 1 and names.index(name) == index:

@@ -1,13 +1,17 @@
-"""One thin Ray Serve deployment per stage; each wraps a model made by the factory.
+"""One thin Ray Serve deployment per model; each wraps a model made by the factory.
 
-No model math here: each method forwards to the model's own call. Resources
-default small enough for a 2-core laptop; serve_config.yaml overrides them
-per deployment (num_cpus, num_gpus, autoscaling) without touching code.
+No model math here: each deployment is a worker of service/workers.py (what a
+stage does around its model) with Ray Serve's batching added. Resources default
+small enough for a 2-core laptop; serve_config.yaml overrides them per
+deployment (num_cpus, num_gpus, autoscaling) without touching code.
 
-Generators and the ranker batch across requests with @serve.batch: the calls of
-concurrent requests run as one model call (models/batching.py), which answers
-each exactly as it would have alone. Batch size and wait are the deployment's
-`user_config` (Batching), so `serve deploy` retunes them without a restart.
+An image model is one deployment whatever roles it plays (generator, refiner):
+its weights are loaded once. Every request to it, plain, streamed or from a job,
+joins one @serve.batch queue (an async generator: service/batches.py yields each
+request its own steps), so concurrent requests run as one model call that
+answers each as it would have been answered alone. The ranker batches its calls
+the same way. Batch size and wait are the deployment's `user_config` (Batching),
+so `serve deploy` retunes them without a restart.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import metrics
 
-from dalleflow.models.batching import GenerateCall, generate_together
+from dalleflow.models.contract import check_role
 from dalleflow.models.factory import ModelSpec, create_model
-from dalleflow.service.progress import SteppedCall
+from dalleflow.service.batches import Ticket, run_calls
+from dalleflow.service.workers import ImageWorker, RankerWorker, UpscalerWorker
 
 
 class Batching(BaseModel):
@@ -38,9 +43,12 @@ DEFAULT_BATCHING = Batching()
 
 
 class _ModelStage:
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, roles: list[str]):
         self.spec = ModelSpec.model_validate(spec)
         self.model = create_model(self.spec)
+        for role in roles:
+            check_role(self.model, role)
+        self.roles = list(roles)
         self._batch_sizes: Counter[int] = Counter()
         # Serve tags each with its deployment, replica and application.
         self._batch_seconds = metrics.Histogram(
@@ -60,14 +68,17 @@ class _ModelStage:
     def _batched_methods(self) -> list:
         return []
 
+    def _observe_batch(self, size: int, seconds: float) -> None:
+        self._batch_sizes[size] += 1
+        self._batch_size.observe(size)
+        self._batch_seconds.observe(seconds)
+
     async def _run_batch(self, function, calls: list) -> list:
         """function(calls) in a worker thread, so the replica keeps taking calls
         (the next batch forms while this one runs)."""
         started = time.perf_counter()
         answers = await asyncio.to_thread(function, calls)
-        self._batch_sizes[len(calls)] += 1
-        self._batch_size.observe(len(calls))
-        self._batch_seconds.observe(time.perf_counter() - started)
+        self._observe_batch(len(calls), time.perf_counter() - started)
         return answers
 
     def batch_sizes(self) -> dict[int, int]:
@@ -82,73 +93,52 @@ class _ModelStage:
             raise RuntimeError("model not loaded")
 
 
-class _SteppedStage(_ModelStage):
-    """A stage whose model has a step loop: its calls can also stream their steps
-    (unbatched: a stream is one request's own model call)."""
-
-    def __init__(self, spec: dict):
-        super().__init__(spec)
-        self._step_counts: Counter[str] = Counter()
-
-    async def stream(self, method: str, *args, **kwargs):
-        """`method` as a stream: a Step per step, then Done(answer). A cancelled
-        request (a client gone) stops the model at its next step."""
-        call = SteppedCall(getattr(self.model, method), *args, on_finish=self._count, **kwargs)
-        async for event in call.events():
-            yield event
-
-    def _count(self, call: SteppedCall) -> None:
-        self._step_counts["steps_run"] += call.steps_run
-        self._step_counts[call.outcome] += 1
-
-    def step_counts(self) -> dict[str, int]:
-        """Steps this replica's streamed calls ran, and how many calls ended done, failed or cancelled."""
-        return {key: self._step_counts[key] for key in ("steps_run", "done", "failed", "cancelled")}
-
-
 # max_ongoing_requests >= max_batch_size x concurrent batches (1), or no batch could fill.
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16, user_config=DEFAULT_BATCHING.model_dump())
-class Generator(_SteppedStage):
-    def __init__(self, spec: dict):
-        super().__init__(spec)
-        self._images = metrics.Counter("dalleflow_images_generated", description="Images the generators made.")
+class ImageModel(ImageWorker, _ModelStage):
+    """A text-to-image or image-to-image model, in each role the config gives it:
+    generate / generate_stream and refine / refine_stream (see ImageWorker)."""
 
-    async def generate(self, prompts: list[str], **kwargs):
-        return await self._generate_batch(GenerateCall.of(prompts, **kwargs))
+    def __init__(self, spec: dict, roles: list[str]):
+        _ModelStage.__init__(self, spec, roles)
+        ImageWorker.__init__(self, self.model)
+        self._images = metrics.Counter("dalleflow_images_generated", description="Images the image models made.")
+
+    async def _run(self, ticket: Ticket):
+        async for event in self._run_batched(ticket):
+            yield event
 
     @serve.batch(max_batch_size=DEFAULT_BATCHING.max_batch_size, batch_wait_timeout_s=DEFAULT_BATCHING.batch_wait_timeout_s)
-    async def _generate_batch(self, calls: list[GenerateCall]) -> list:
-        answers = await self._run_batch(lambda batch: generate_together(self.model, batch), calls)
-        self._images.inc(sum(len(images) for images in answers))
-        return answers
+    async def _run_batched(self, tickets: list[Ticket]):
+        started = time.perf_counter()
+        async for row in run_calls(self.model, tickets, self.counts):
+            yield row
+        self._observe_batch(len(tickets), time.perf_counter() - started)
+        self._images.inc(sum(len(ticket.call.seeds) for ticket in tickets))
 
     def _batched_methods(self) -> list:
-        return [self._generate_batch]
+        return [self._run_batched]
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=16, user_config=DEFAULT_BATCHING.model_dump())
-class Ranker(_ModelStage):
-    async def score(self, prompt: str, images):
-        return await self._score_batch((prompt, images))
+class Ranker(RankerWorker, _ModelStage):
+    def __init__(self, spec: dict):
+        _ModelStage.__init__(self, spec, ["ranker"])
+        RankerWorker.__init__(self, self.model)
+
+    async def score(self, prompt: str, pngs: list[bytes]) -> list[float]:
+        return await self._score_batch((prompt, pngs))
 
     @serve.batch(max_batch_size=DEFAULT_BATCHING.max_batch_size, batch_wait_timeout_s=DEFAULT_BATCHING.batch_wait_timeout_s)
     async def _score_batch(self, calls: list[tuple]) -> list:
-        return await self._run_batch(self.model.score_together, calls)
+        return await self._run_batch(self.score_together, calls)
 
     def _batched_methods(self) -> list:
         return [self._score_batch]
 
-    def embed_text(self, prompt: str) -> list[float]:
-        return self.model.embed_text(prompt)
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=8)
-class Refiner(_SteppedStage):
-    def refine(self, image, prompt: str, **kwargs):
-        return self.model.refine(image, prompt, **kwargs)
-
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=8)
-class Upscaler(_ModelStage):
-    def upscale(self, image):
-        return self.model.upscale(image)
+class Upscaler(UpscalerWorker, _ModelStage):
+    def __init__(self, spec: dict):
+        _ModelStage.__init__(self, spec, ["upscaler"])
+        UpscalerWorker.__init__(self, self.model)

@@ -9,8 +9,13 @@ One code path serves both answers (min-dalle's way): generate_events and
 diffuse_events check the request, then give its run as events (progress per
 step, each generator's images as it finishes, the ranked result last);
 generate and diffuse run the same events without progress and keep the last.
-Without progress a stage is reached with a plain call, which its deployment
-may batch with other requests; with progress, through its step stream.
+Without progress a stage is reached with a plain call, with progress through its
+step stream; both join the same batches in the model's deployment
+(service/batches.py).
+
+Images travel as the PNG bytes their model made (with their metadata inside):
+the flow ranks, stores, answers and streams those bytes and never decodes or
+encodes an image itself.
 """
 
 from __future__ import annotations
@@ -38,11 +43,11 @@ from dalleflow_client.schemas import (
     UpscaleRequest,
     UpscaleResponse,
 )
-from PIL import Image
-
+from dalleflow.models.contract import Sampling, expand
+from dalleflow.service.batches import ImageCall
 from dalleflow.service.errors import InvalidInput, StageUnavailable
-from dalleflow.service.images import decode_image, encode_png
-from dalleflow.service.progress import Done
+from dalleflow.service.images import base64_of, checked_image_bytes
+from dalleflow.service.progress import Done, EncodedImage
 from dalleflow.service.stages import Stage
 from dalleflow.service.store import ImageStore
 
@@ -71,9 +76,9 @@ class Flow:
 
     async def diffuse_events(self, request: DiffuseRequest, with_progress: bool = True) -> AsyncIterator[StreamEvent]:
         """Loads the image now (NotFound, InvalidInput before any event), then gives the run as events."""
-        image = await self._input_image(request.image, request.image_id)
+        source = await self._input_png(request.image, request.image_id)
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
-        return self._diffuse_run(request, image, seed, with_progress)
+        return self._diffuse_run(request, source, seed, with_progress)
 
     async def _generate_run(
         self, request: GenerateRequest, names: list[str], seed: int, with_progress: bool
@@ -83,7 +88,7 @@ class Flow:
         # Every generator's task puts its events here; this generator passes them on as they come.
         events: asyncio.Queue[ProgressEvent | GeneratedEvent] = asyncio.Queue()
         emit = events.put_nowait if with_progress else None
-        outcomes: dict[str, tuple[StageReport, list[Image.Image]]] = {}
+        outcomes: dict[str, tuple[StageReport, list[EncodedImage]]] = {}
 
         async def run(name: str) -> None:
             outcomes[name] = await self._run_generator(name, request, seed, emit)
@@ -108,8 +113,7 @@ class Flow:
                 "no generator produced an image: "
                 + "; ".join(f"{n}: {r.status} ({r.error})" for n, r in reports.items())
             )
-        parameters = request.model_dump(exclude={"prompt", "seed", "generators"})
-        candidates = await self._rank_and_store(request.prompt, pool, parameters, timings)
+        candidates = await self._rank_and_store(request.prompt, pool, timings)
         timings["total"] = time.perf_counter() - started
         yield ResultEvent(result=GenerateResponse(
             id=secrets.token_hex(16), prompt=request.prompt, seed=seed,
@@ -117,18 +121,20 @@ class Flow:
         ))  # fmt: skip
 
     async def _diffuse_run(
-        self, request: DiffuseRequest, image: Image.Image, seed: int, with_progress: bool
+        self, request: DiffuseRequest, source: bytes, seed: int, with_progress: bool
     ) -> AsyncIterator[StreamEvent]:
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        variations: list[Image.Image] = []
+        variations: list[EncodedImage] = []
+        parameters = request.model_dump(exclude={"prompt", "seed", "image", "image_id"})
+        call = ImageCall(
+            prompt=request.prompt, seeds=tuple(expand([request.prompt], request.num_images, seed)[1]),
+            sampling=_sampling(request), source=source, skip_rate=request.skip_rate, with_progress=with_progress,
+            metadata={"prompt": request.prompt, "generator": "refiner", "source_id": request.image_id,
+                      "parameters": parameters},
+        )  # fmt: skip
         try:
-            steps = self._stage_events(
-                self.refiner, "refine", "refiner", with_progress, image, request.prompt,
-                skip_rate=request.skip_rate, num_images=request.num_images, seed=seed,
-                num_inference_steps=request.num_inference_steps, negative_prompt=request.negative_prompt,
-                **given(guidance_scale=request.guidance_scale),
-            )  # fmt: skip
+            steps = self._stage_events(self.refiner, "refine", "refiner", with_progress, call)
             async with aclosing(steps):
                 async for event in steps:
                     if isinstance(event, Done):
@@ -140,9 +146,8 @@ class Flow:
         timings["refine"] = time.perf_counter() - started
         report = StageReport(status="ok", count=len(variations), seconds=timings["refine"])
         yield GeneratedEvent(generator="refiner", report=report, images=_generated(variations, seed, with_progress))
-        parameters = request.model_dump(exclude={"prompt", "seed", "image"})
         pool = [("refiner", seed + i, variation) for i, variation in enumerate(variations)]
-        candidates = await self._rank_and_store(request.prompt, pool, parameters, timings)
+        candidates = await self._rank_and_store(request.prompt, pool, timings)
         timings["total"] = time.perf_counter() - started
         yield ResultEvent(result=GenerateResponse(
             id=secrets.token_hex(16), prompt=request.prompt, seed=seed,
@@ -150,14 +155,13 @@ class Flow:
         ))  # fmt: skip
 
     async def upscale(self, request: UpscaleRequest) -> UpscaleResponse:
-        image = await self._input_image(request.image, request.image_id)
+        source = await self._input_png(request.image, request.image_id)
         try:
-            upscaled = await self.upscaler.call("upscale", image)
+            upscaled = await self.upscaler.call("upscale", source, {"stage": "upscaler", "source_id": request.image_id})
         except Exception as error:
             raise StageUnavailable(f"upscaler failed: {error}") from error
-        metadata = {"stage": "upscaler", "source_id": request.image_id}
-        image_id = await asyncio.to_thread(self.store.save, upscaled, metadata)
-        return UpscaleResponse(id=image_id, image=encode_png(upscaled), width=upscaled.width, height=upscaled.height)
+        image_id = await asyncio.to_thread(self.store.save_png, upscaled.png)
+        return UpscaleResponse(id=image_id, image=base64_of(upscaled.png), width=upscaled.width, height=upscaled.height)
 
     async def embed_text(self, prompt: str) -> list[float]:
         """The ranker's embedding of a prompt."""
@@ -193,16 +197,18 @@ class Flow:
 
     async def _run_generator(
         self, name: str, request: GenerateRequest, seed: int, emit: Callable[[ProgressEvent], None] | None
-    ) -> tuple[StageReport, list[Image.Image]]:
+    ) -> tuple[StageReport, list[EncodedImage]]:
         started = time.perf_counter()
-        images: list[Image.Image] = []
+        images: list[EncodedImage] = []
+        call = ImageCall(
+            prompt=request.prompt, seeds=tuple(expand([request.prompt], request.num_images, seed)[1]),
+            sampling=_sampling(request), with_progress=emit is not None,
+            metadata={"prompt": request.prompt, "generator": name,
+                      "parameters": request.model_dump(exclude={"prompt", "seed", "generators"})},
+        )  # fmt: skip
         try:
             async with asyncio.timeout(self.generator_timeout_s):
-                steps = self._stage_events(
-                    self.generators[name], "generate", name, emit is not None, [request.prompt],
-                    num_images=request.num_images, seed=seed, num_inference_steps=request.num_inference_steps,
-                    negative_prompt=request.negative_prompt, **given(guidance_scale=request.guidance_scale),
-                )  # fmt: skip
+                steps = self._stage_events(self.generators[name], "generate", name, emit is not None, call)
                 async with aclosing(steps):
                     async for event in steps:
                         if isinstance(event, Done):
@@ -231,42 +237,43 @@ class Flow:
                 if isinstance(event, Done):
                     yield event
                     return
-                preview = encode_png(event.preview) if event.preview is not None else None
+                preview = base64_of(event.preview) if event.preview is not None else None
                 yield ProgressEvent(generator=name, step=event.step, step_count=event.step_count, preview=preview)
         raise RuntimeError(f"{name}: the step stream ended without an answer")
 
     async def _rank_and_store(
-        self, prompt: str, pool: list[tuple[str, int, Image.Image]], parameters: dict, timings: dict[str, float]
+        self, prompt: str, pool: list[tuple[str, int, EncodedImage]], timings: dict[str, float]
     ) -> list[Candidate]:
         started = time.perf_counter()
         try:
-            scores = await self.ranker.call("score", prompt, [image for _, _, image in pool])
+            scores = await self.ranker.call("score", prompt, [image.png for _, _, image in pool])
         except Exception as error:
             raise StageUnavailable(f"ranker failed: {error}") from error
         timings["rank"] = time.perf_counter() - started
         started = time.perf_counter()
         order = sorted(range(len(pool)), key=lambda i: -scores[i])
-        candidates = await asyncio.to_thread(self._store_ranked, prompt, pool, scores, order, parameters)
+        candidates = await asyncio.to_thread(self._store_ranked, pool, scores, order)
         timings["store"] = time.perf_counter() - started
         return candidates
 
-    def _store_ranked(self, prompt, pool, scores, order, parameters) -> list[Candidate]:
+    def _store_ranked(self, pool, scores, order) -> list[Candidate]:
+        """Each PNG stored and answered as its model made it: rank and score belong to
+        this answer, not to the image, so they stay out of its file."""
         candidates = []
         for rank, index in enumerate(order):
             generator, seed, image = pool[index]
-            metadata = {"prompt": prompt, "seed": seed, "generator": generator, "rank": rank,
-                        "clip_score": scores[index], "parameters": parameters}
-            image_id = self.store.save(image, metadata)
+            image_id = self.store.save_png(image.png)
             candidates.append(Candidate(
                 id=image_id, generator=generator, rank=rank, clip_score=scores[index], seed=seed,
-                image=encode_png(image), width=image.width, height=image.height,
-            ))
+                image=base64_of(image.png), width=image.width, height=image.height,
+            ))  # fmt: skip
         return candidates
 
-    async def _input_image(self, data: str | None, image_id: str | None) -> Image.Image:
+    async def _input_png(self, data: str | None, image_id: str | None) -> bytes:
+        """The image a request names: stored bytes by id, or its own, once checked."""
         if image_id is not None:
-            return await asyncio.to_thread(self.store.load, image_id)
-        return await asyncio.to_thread(decode_image, data, "image")
+            return await asyncio.to_thread(self.store.png_bytes, image_id)
+        return await asyncio.to_thread(checked_image_bytes, data, "image")
 
 
 async def final_result(events: AsyncIterator[StreamEvent]) -> GenerateResponse:
@@ -278,16 +285,20 @@ async def final_result(events: AsyncIterator[StreamEvent]) -> GenerateResponse:
     raise RuntimeError("the run ended without a result")
 
 
-def _generated(images: list[Image.Image], seed: int, with_progress: bool) -> list[GeneratedImage]:
-    # Only a stream shows images before the ranking; the plain answer skips the encoding.
+def _generated(images: list[EncodedImage], seed: int, with_progress: bool) -> list[GeneratedImage]:
+    # Only a stream shows images before the ranking.
     if not with_progress:
         return []
     return [
-        GeneratedImage(seed=seed + i, image=encode_png(image), width=image.width, height=image.height)
+        GeneratedImage(seed=seed + i, image=base64_of(image.png), width=image.width, height=image.height)
         for i, image in enumerate(images)
     ]
 
 
-def given(**options: Any) -> dict[str, Any]:
-    """The options a request set: one it left None is not passed, so the model's own default holds."""
-    return {name: value for name, value in options.items() if value is not None}
+def _sampling(request: GenerateRequest | DiffuseRequest) -> Sampling:
+    """The request's sampling fields; one it left None takes the model's own default."""
+    return Sampling(
+        num_inference_steps=request.num_inference_steps,
+        guidance_scale=request.guidance_scale,
+        negative_prompt=request.negative_prompt,
+    )

@@ -1,21 +1,23 @@
-"""How the flow reaches a stage: a Ray Serve handle, or a model in this process.
+"""How the flow reaches a stage: a Ray Serve handle, or a worker in this process.
 
 Both expose `await stage.call(method, *args, **kwargs)`, so the flow is written
 once and its Serve overhead can be measured against the same flow in-process.
-Stages whose model has a step loop (generators, the refiner) also expose
-`stage.stream(method, ...)`: the same call as an async iterator of Step events
-ending with Done(answer) (see progress.py); leaving the iteration early stops the
-model at its next step.
+Image models (generators, the refiner) also expose `stage.stream(method, ...)`:
+the same call as an async iterator of Step events ending with Done(answer) (the
+worker's `<method>_stream`, see workers.py); leaving the iteration early lets the
+model stop at its next step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from dalleflow.service.progress import Done, Step, SteppedCall
+from dalleflow.service.progress import Done, Step
+from dalleflow.service.workers import worker_for
 
 
 class Stage(Protocol):
@@ -27,19 +29,23 @@ class Stage(Protocol):
 
 
 class LocalStage:
-    """A model object in this process; calls run in a worker thread to keep the event loop free."""
+    """A model in this process, through its worker (workers.py) as a deployment runs it;
+    blocking calls run in a thread to keep the event loop free."""
 
     def __init__(self, model: Any):
-        self.model = model
+        self.worker = worker_for(model)
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(getattr(self.model, method), *args, **kwargs)
+        function = getattr(self.worker, method)
+        if inspect.iscoroutinefunction(function):
+            return await function(*args, **kwargs)
+        return await asyncio.to_thread(function, *args, **kwargs)
 
     async def ready(self) -> bool:
         return True  # constructed means loaded
 
     async def stream(self, method: str, *args: Any, **kwargs: Any) -> AsyncIterator[Step | Done]:
-        async for event in SteppedCall(getattr(self.model, method), *args, **kwargs).events():
+        async for event in getattr(self.worker, f"{method}_stream")(*args, **kwargs):
             yield event
 
 
@@ -86,8 +92,8 @@ class HandleStage:
         return await self.handle.ready.remote()
 
     async def stream(self, method: str, *args: Any, **kwargs: Any) -> AsyncIterator[Step | Done]:
-        # The deployment's `stream` generator method (deployments/stages.py), streamed back.
-        events = self.handle.options(stream=True).stream.remote(method, *args, **kwargs)
+        # The deployment's `<method>_stream` generator method (workers.py), streamed back.
+        events = getattr(self.handle.options(stream=True), f"{method}_stream").remote(*args, **kwargs)
         try:
             with cancelled_by_ray_is_an_error(self.handle.deployment_name):
                 async for event in events:

@@ -1,4 +1,5 @@
-"""Every image the service answers with is stored first, as a PNG with its metadata.
+"""Every image the service answers with is stored first: the PNG its model made,
+byte for byte, with its metadata inside (service/images.py).
 
 An id is 32 hex characters (a uuid4); the only way from a request to the
 filesystem is through ids that match that pattern, so no request can name a
@@ -14,9 +15,8 @@ import re
 import uuid
 from pathlib import Path
 
-from PIL import Image, PngImagePlugin
-
 from dalleflow.service.errors import NotFound
+from dalleflow.service.images import png_metadata
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -40,17 +40,13 @@ class ImageStore:
         # Two levels of folders keep any one folder small.
         return self.root / item_id[:2] / f"{item_id}{suffix}"
 
-    def save(self, image: Image.Image, metadata: dict) -> str:
+    def save_png(self, png: bytes) -> str:
+        """Stores the PNG as it is; returns its new id."""
         image_id = uuid.uuid4().hex
         path = self._path(image_id)
         path.parent.mkdir(exist_ok=True)
-        info = PngImagePlugin.PngInfo()
-        info.add_text("dalleflow", json.dumps({"id": image_id, **metadata}))
-        for key in ("prompt", "seed", "generator"):
-            if metadata.get(key) is not None:
-                info.add_text(key, str(metadata[key]))
         temporary = path.with_suffix(".tmp")
-        image.save(temporary, format="PNG", pnginfo=info)
+        temporary.write_bytes(png)
         temporary.replace(path)  # a reader never sees half a file
         return image_id
 
@@ -60,16 +56,9 @@ class ImageStore:
             raise NotFound(f"image_id {image_id!r}: no such image", field="image_id")
         return path.read_bytes()
 
-    def load(self, image_id: str) -> Image.Image:
-        import io
-
-        return Image.open(io.BytesIO(self.png_bytes(image_id))).convert("RGB")
-
     def metadata(self, image_id: str) -> dict:
-        import io
-
-        with Image.open(io.BytesIO(self.png_bytes(image_id))) as image:
-            return json.loads(image.text["dalleflow"])
+        """What the PNG says of itself (prompt, seed, generator, parameters...), with its id."""
+        return {"id": image_id, **png_metadata(self.png_bytes(image_id))}
 
     # Job records: JSON text the job code writes and reads (see service/jobs.py).
 

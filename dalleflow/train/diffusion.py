@@ -28,36 +28,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+from diffusers import DPMSolverMultistepScheduler
 
 from dalleflow.models.diffusion import PixelDiffusionConfig, ShapesDiffusion, TextEncoder, TextEncoderConfig, shapes_vocab
-from dalleflow.models.diffusion.pixel_space import CoordinateUNet, PixelSpace
+from dalleflow.models.contract import Sampling
+from dalleflow.models.diffusion.pixel_space import CoordinateUNet, PixelSpace, build_unet, noise_schedule
 from dalleflow.shapes import SceneSampler, render_scene
 from dalleflow.train.checkpoint import LEGACY, load_checkpoint, save_checkpoint
 from dalleflow.train.clock import TrainingClock
 
 CAPTION_DROPOUT = 0.1
-
-
-def build_unet(width: int = 128, block_out_channels: tuple[int, ...] = (64, 96, 128)) -> UNet2DConditionModel:
-    return UNet2DConditionModel(
-        sample_size=16,
-        in_channels=12 + 2,  # pixel-unshuffled RGB + coordinates
-        out_channels=12,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=block_out_channels,
-        layers_per_block=1,
-        norm_num_groups=min(16, block_out_channels[0]),
-        cross_attention_dim=width,
-        attention_head_dim=min(32, block_out_channels[0]),
-        class_embed_type="projection",  # the pooled caption joins the time embedding
-        projection_class_embeddings_input_dim=width,
-    )
-
-
-def training_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type)
 
 
 class Batches:
@@ -82,7 +62,7 @@ def evaluate(model: ShapesDiffusion, prompt_count: int, steps: int, guidance: fl
     for split in ("train", "held_out"):
         sampler = SceneSampler(split, seed=1234)
         captions = [sampler.sample().caption for _ in range(prompt_count)]
-        images = model.generate(captions, num_images=1, seed=0, num_inference_steps=steps, guidance_scale=guidance)
+        images = model.generate(captions, [0] * len(captions), Sampling(num_inference_steps=steps, guidance_scale=guidance))
         result[split] = float(np.mean([bool(judge(im, c)) for im, c in zip(images, captions)]))
     return result
 
@@ -134,7 +114,7 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     text_config = TextEncoderConfig(vocab=shapes_vocab())
     text_encoder = TextEncoder(text_config)
     denoiser = CoordinateUNet(build_unet(text_config.width))
-    noise_scheduler = training_scheduler(args.prediction_type)
+    noise_scheduler = noise_schedule(args.prediction_type)
     space = PixelSpace(2)
     parameters = list(denoiser.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01)

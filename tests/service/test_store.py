@@ -1,15 +1,17 @@
 import pytest
 
 from dalleflow.service.errors import NotFound
+from dalleflow.service.images import encode_png
 from dalleflow.service.store import ImageStore
 from dalleflow.shapes import render_caption
 
 
-def test_saved_images_come_back_with_their_metadata(tmp_path):
+def test_a_stored_png_comes_back_byte_for_byte_with_its_metadata(tmp_path):
     store = ImageStore(tmp_path)
     image = render_caption("a red circle on the left on a white background")
-    image_id = store.save(image, {"prompt": "a red circle", "seed": 3, "generator": "diffusion"})
-    assert list(store.load(image_id).getdata()) == list(image.getdata())
+    png = encode_png(image, {"prompt": "a red circle", "seed": 3, "generator": "diffusion"}).png
+    image_id = store.save_png(png)
+    assert store.png_bytes(image_id) == png
     assert store.metadata(image_id) == {"id": image_id, "prompt": "a red circle", "seed": 3, "generator": "diffusion"}
 
 
@@ -21,7 +23,7 @@ def test_only_ids_reach_the_filesystem(tmp_path, image_id):
 
 def test_an_unknown_id_is_not_found(tmp_path):
     with pytest.raises(NotFound, match="no such image"):
-        ImageStore(tmp_path).load("0" * 32)
+        ImageStore(tmp_path).png_bytes("0" * 32)
 
 
 def test_job_records_are_json_next_to_the_images_under_the_same_id_check(tmp_path):

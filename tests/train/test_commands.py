@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from dalleflow.models.contract import Sampling
 from dalleflow.models.diffusion import ShapesDiffusion
 from dalleflow.models.ranker import ClipRanker
 from dalleflow.train import diffusion, ranker
@@ -75,7 +76,7 @@ def test_diffusion_training_resumes_and_exports(tmp_path):
     assert resumed["state"]["curve"] == straight["state"]["curve"]
     assert json.loads((tmp_path / "model" / "training.json").read_text())["steps"] == 3
     images = ShapesDiffusion.from_pretrained(tmp_path / "model").generate(["a red circle on the left on a white background"],
-                                                                          num_inference_steps=2)
+                                                                          [0], Sampling(num_inference_steps=2))
     assert images[0].size == (32, 32)
 
 

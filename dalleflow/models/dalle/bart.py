@@ -33,7 +33,7 @@ import numpy as np
 from dalleflow.models.dalle import msgpack_io
 from dalleflow.models.dalle.config import DalleBartConfig
 from dalleflow.models.dalle.sampling import filter_logits, sample
-from dalleflow.models.steps import Interrupted
+from dalleflow.models.contract import Interrupted
 
 # Called after each span of positions with (step_index, step_count, tokens so far
 # [rows, image_length]); returning True stops generation.
@@ -518,6 +518,7 @@ class DalleBart:
         top_p: float | None = None,
         condition_scale: float = 10.0,
         batch_rows: int | None = 4,
+        fixed_rows: bool = False,
         callback: TokenCallback | None = None,
         progress_spans: int = 8,
     ) -> np.ndarray:
@@ -533,7 +534,8 @@ class DalleBart:
         log2(batch_rows) + 1 programs compile (1, 2 and 4 rows at the default), a
         lone image does not pay for four, and an image's arithmetic depends on its
         call size only (float rounding; its tokens flip only if a draw lands within
-        rounding of a boundary).
+        rounding of a boundary). fixed_rows: every call runs exactly batch_rows rows,
+        so an image's tokens do not depend on its call size either (the serving path).
 
         callback(step_index, step_count, tokens): called after each of `progress_spans` spans
         of positions per row chunk, with every row's tokens so far (later positions
@@ -560,7 +562,7 @@ class DalleBart:
         )
         step = 1 << (rows - 1).bit_length()
         if batch_rows:
-            step = min(step, batch_rows)
+            step = batch_rows if fixed_rows else min(step, batch_rows)
         length = self.config.image_length
         span = length if callback is None else max(1, length // progress_spans)
         spans = [np.arange(p, min(p + span, length), dtype=np.int32) for p in range(0, length, span)]

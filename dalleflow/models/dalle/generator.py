@@ -1,7 +1,6 @@
-"""DALL·E behind the generator interface the flow calls (as the diffusion models):
-generate(prompts, num_images, seed | seeds, guidance_scale, negative_prompt, ...).
+"""DALL·E as a TextToImage model of the contract (dalleflow/models/contract.py).
 
-The flow's sampling fields are diffusers' names; here they mean:
+The contract's sampling fields are diffusers' names; here they mean:
 - guidance_scale -> super-conditioning's condition_scale (dalle-mini's
   classifier-free guidance on the logits: uncond + scale * (cond - uncond));
 - negative_prompt -> the prompt subtracted in place of "" (what a negative
@@ -11,74 +10,75 @@ The flow's sampling fields are diffusers' names; here they mean:
 temperature, top_k and top_p are the deployment's options (serve config), not
 the request's: they are properties of the model that a user of the HTTP API
 should not need to know. A checkpoint folder may carry its own defaults for them
-in generation_config.json (as transformers' checkpoints do); options override it.
+and for guidance_scale in generation_config.json (as transformers' checkpoints
+do); options override temperature, top_k and top_p.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
 
+from dalleflow.models.contract import GENERATION_CONFIG, Sampling, SamplingDefaults, StepCallback, check_rows
 from dalleflow.models.dalle.pipeline import DallePipeline
-from dalleflow.models.steps import StepCallback
 
-
-GENERATION_CONFIG = "generation_config.json"
-SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "condition_scale")
-DEFAULT_CONDITION_SCALE = 3.0
-DEFAULT_BATCH_ROWS = 16
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p")
+# dalle-mini's own examples sample at super-conditioning 10.
+FAMILY_DEFAULTS = SamplingDefaults(num_inference_steps=None, guidance_scale=10.0)
+DEFAULT_IMAGES_PER_CALL = 4
 
 
 class DalleGenerator:
     def __init__(self, pipeline: DallePipeline, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, condition_scale: float = DEFAULT_CONDITION_SCALE,
-                 batch_rows: int | None = DEFAULT_BATCH_ROWS):
-        """condition_scale: the super-conditioning scale of a request that gives no
-        guidance_scale. batch_rows: the most images one sampling call holds (DalleBart.generate);
-        a batch of requests larger than that runs in several calls. On this CPU
-        16 rows sample at 34 ms per image against 156 ms for a lone one and 61 ms
-        at 4 rows: the per-token work of a small model is mostly fixed cost."""
+                 top_p: float | None = None, defaults: SamplingDefaults = FAMILY_DEFAULTS,
+                 images_per_call: int = DEFAULT_IMAGES_PER_CALL):
+        """images_per_call: the rows of every sampling call (DalleBart.generate with
+        fixed_rows), padded: XLA's kernels round by batch size, so a fixed shape keeps
+        an image's tokens independent of its batch. On this CPU 4 rows sample at
+        61 ms per image, 16 at 34 ms and a lone one at 156 ms: 4 costs a request of
+        the default 4 images nothing; a GPU wants 16 or more."""
+        if images_per_call < 1:
+            raise ValueError(f"images_per_call must be at least 1, got {images_per_call}")
         self.pipeline = pipeline
         self.sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
-        self.condition_scale = condition_scale
-        self.batch_rows = batch_rows
+        self.defaults = defaults
+        self.images_per_call = images_per_call
 
     @classmethod
     def from_pretrained(
         cls, dalle_folder: str | Path, vqgan_folder: str | Path, dtype: str | None = None,
-        hashtag_word_list: str | Path | None = None, batch_rows: int | None = DEFAULT_BATCH_ROWS,
+        hashtag_word_list: str | Path | None = None, images_per_call: int = DEFAULT_IMAGES_PER_CALL,
         **sampling: float | int | None,
     ) -> DalleGenerator:
-        """sampling: temperature, top_k, top_p, condition_scale; unset ones come from
-        the folder's generation_config.json, else the defaults above."""
+        """sampling: temperature, top_k, top_p; unset ones come from the folder's
+        generation_config.json, else DalleBart's defaults."""
         unknown = set(sampling) - set(SAMPLING_OPTIONS)
         if unknown:
             raise TypeError(f"unknown sampling options {sorted(unknown)}: {', '.join(SAMPLING_OPTIONS)}")
         saved = Path(dalle_folder) / GENERATION_CONFIG
-        defaults = json.loads(saved.read_text()) if saved.is_file() else {}
-        chosen = {key: sampling[key] if key in sampling else defaults[key]
-                  for key in SAMPLING_OPTIONS if key in sampling or key in defaults}
+        saved_values = json.loads(saved.read_text()) if saved.is_file() else {}
+        chosen = {key: sampling[key] if key in sampling else saved_values[key]
+                  for key in SAMPLING_OPTIONS if key in sampling or key in saved_values}
         pipeline = DallePipeline.from_pretrained(dalle_folder, vqgan_folder, dtype, hashtag_word_list)
-        return cls(pipeline, **chosen, batch_rows=batch_rows)
+        defaults = SamplingDefaults.of_checkpoint(dalle_folder, FAMILY_DEFAULTS)
+        return cls(pipeline, **chosen, defaults=defaults, images_per_call=images_per_call)
 
     def generate(
         self,
-        prompts: list[str],
-        num_images: int = 1,
-        seed: int = 0,
-        seeds: list[int] | None = None,
-        guidance_scale: float | None = None,
-        negative_prompt: str | None = None,
-        num_inference_steps: int | None = None,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        sampling: Sampling | None = None,
         callback: StepCallback | None = None,
     ) -> list[Image.Image]:
-        """num_images per prompt, prompt-major; image i samples with seeds[i] (default
-        seed + i). guidance_scale None: the generator's condition_scale.
-        callback: progress after each eighth of the tokens, with previews."""
-        scale = self.condition_scale if guidance_scale is None else guidance_scale
+        """One image per (prompts[i], seeds[i]). callback: after each eighth of the
+        tokens of each call of images_per_call rows; previews decode the tokens so far."""
+        check_rows(prompts, seeds)
+        sampling = self.defaults.resolve(sampling)
         return self.pipeline.generate(
-            prompts, num_images, seed=seed, seeds=seeds, condition_scale=scale,
-            negative_prompt=negative_prompt, callback=callback, batch_rows=self.batch_rows, **self.sampling,
+            list(prompts), 1, seeds=list(seeds), condition_scale=sampling.guidance_scale,
+            negative_prompt=sampling.negative_prompt, callback=callback, batch_rows=self.images_per_call,
+            fixed_rows=True, **self.sampling,
         )

@@ -10,7 +10,7 @@ from PIL import Image
 from dalleflow.models.dalle.bart import DalleBart
 from dalleflow.models.dalle.text import DalleBartTokenizer
 from dalleflow.models.dalle.vqgan import VQGANDecoder
-from dalleflow.models.steps import StepCallback
+from dalleflow.models.contract import StepCallback
 
 
 class DallePipeline:
@@ -62,20 +62,21 @@ class DallePipeline:
         negative_prompt: str | None = None,
         callback: StepCallback | None = None,
         batch_rows: int | None = 4,
+        fixed_rows: bool = False,
     ) -> list[Image.Image]:
         """num_images per prompt, prompt-major; image i samples with seeds[i]
         (default seed + i). See DalleBart.generate for the sampling defaults.
         callback gets, after each span of tokens, previews: the token grids so far
-        decoded (the image fills in top to bottom, as it is sampled)."""
+        decoded (the image fills in top to bottom, as it is sampled), when it asks."""
         on_tokens = None
         if callback is not None:
             def on_tokens(step: int, step_count: int, tokens) -> bool | None:
-                return callback(step, step_count, self.vqgan.decode_images(tokens))
+                return callback(step, step_count, lambda: self.vqgan.decode_images(tokens))
 
         tokens = self.generate_tokens(
             prompts, num_images, seed=seed, seeds=seeds, temperature=temperature,
             top_k=top_k, top_p=top_p, condition_scale=condition_scale, negative_prompt=negative_prompt,
-            callback=on_tokens, batch_rows=batch_rows,
+            callback=on_tokens, batch_rows=batch_rows, fixed_rows=fixed_rows,
         )
         return self.decode_images(tokens)
 

@@ -1,19 +1,22 @@
 """Text-to-image and image-to-image with the shapes-world diffusion model.
 
+    from dalleflow.models.contract import Sampling, expand
     from dalleflow.models.diffusion import ShapesDiffusion
     model = ShapesDiffusion.from_pretrained("dalleflow/weights/shapes-diffusion")
-    images = model.generate(["a red circle on the left on a white background"], num_images=4, seed=0)
+    images = model.generate(*expand(["a red circle on the left on a white background"], num_images=4, seed=0))
+    variations = model.refine([images[0]] * 2, *expand(["a red circle on the left on a white background"], 2, seed=5))
 
-Every image gets its own torch.Generator seeded with seed + its index, and the
-networks always run `batch_rows` rows at a time (see run_in_fixed_rows), so an
-image depends only on its own prompt and seed, never on what else shares the
-batch: not in its noise, and not in the last bit of its pixels either.
+Every image gets its own torch.Generator seeded with its row's seed, and the
+networks always run 2 x `images_per_call` rows at a time (see run_in_fixed_rows),
+so an image depends only on its own prompt and seed, never on what else shares
+the batch: not in its noise, and not in the last bit of its pixels either.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +24,22 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, UNet2DConditionModel
 from PIL import Image
 
-from dalleflow.models.batching import image_seed, run_in_fixed_rows
+from dalleflow.models.batching import run_in_fixed_rows
+from dalleflow.models.contract import (
+    Interrupted,
+    Sampling,
+    SamplingDefaults,
+    StepCallback,
+    check_rows,
+    check_skip_rate,
+    kept_steps,
+)
 from dalleflow.models.devices import default_device, resolve_dtype
 from dalleflow.models.diffusion.pixel_space import CoordinateUNet, PixelSpace
 from dalleflow.models.diffusion.text_encoder import TextEncoder
 
-from dalleflow.models.steps import Interrupted, StepCallback  # noqa: F401 (the diffusion previews: predicted clean images)
+# When the weights folder has no generation_config.json.
+FAMILY_DEFAULTS = SamplingDefaults(num_inference_steps=20, guidance_scale=3.0)
 
 
 @dataclasses.dataclass
@@ -55,24 +68,26 @@ class ShapesDiffusion:
         text_encoder: TextEncoder,
         scheduler: DPMSolverMultistepScheduler,
         config: PixelDiffusionConfig,
-        batch_rows: int | None = None,
+        images_per_call: int | None = None,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
+        defaults: SamplingDefaults = FAMILY_DEFAULTS,
     ):
-        """batch_rows: the one batch shape the networks run at (guidance makes two
-        rows per image); default 4 on a CPU, where this model's per-row cost stops
-        falling there, and 32 on a GPU, a whole batch of 16 guided images in one
-        call. Images are reproducible for a given value.
+        """images_per_call: the one batch shape the networks run at, in images (a
+        guided image is two rows: 2 x images_per_call rows a call, guided or not);
+        default 2 on a CPU, where this model's per-row cost stops falling at 4 rows,
+        and 16 on a GPU. Images are reproducible for a given value.
         device, dtype: where the networks run (default: the GPU Ray gave the replica,
         else the CPU) and in which precision (default: half on a GPU). The noise is
         drawn on the CPU and the solver runs in float32 wherever the networks run."""
         self.device = torch.device(device or default_device())
         self.dtype = resolve_dtype(dtype, self.device)
-        if batch_rows is None:
-            batch_rows = 4 if self.device.type == "cpu" else 32
-        if batch_rows < 1:
-            raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
-        self.batch_rows = batch_rows
+        if images_per_call is None:
+            images_per_call = 2 if self.device.type == "cpu" else 16
+        if images_per_call < 1:
+            raise ValueError(f"images_per_call must be at least 1, got {images_per_call}")
+        self.images_per_call = images_per_call
+        self.defaults = defaults
         self.denoiser = CoordinateUNet(unet).eval().to(self.device, self.dtype)
         self.text_encoder = text_encoder.eval().to(self.device, self.dtype)
         self.tokenizer = text_encoder.tokenizer()
@@ -80,11 +95,15 @@ class ShapesDiffusion:
         self.config = config
         self.space = PixelSpace(config.unshuffle_factor)
 
+    @property
+    def _rows(self) -> int:
+        return 2 * self.images_per_call
+
     @classmethod
     def from_pretrained(
         cls,
         folder: str | Path,
-        batch_rows: int | None = None,
+        images_per_call: int | None = None,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
     ) -> ShapesDiffusion:
@@ -97,9 +116,10 @@ class ShapesDiffusion:
             TextEncoder.from_pretrained(folder / "text_encoder"),
             DPMSolverMultistepScheduler.from_pretrained(folder / "scheduler"),
             config,
-            batch_rows,
+            images_per_call,
             device,
             dtype,
+            SamplingDefaults.of_checkpoint(folder, FAMILY_DEFAULTS),
         )
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -108,6 +128,7 @@ class ShapesDiffusion:
         self.text_encoder.save_pretrained(folder / "text_encoder")
         DPMSolverMultistepScheduler.from_config(self.scheduler_config).save_pretrained(folder / "scheduler")
         (folder / "pixel_diffusion.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=1))
+        (folder / "generation_config.json").write_text(json.dumps(dataclasses.asdict(self.defaults), indent=1))
 
     def _new_scheduler(self, stochastic: bool = False) -> DPMSolverMultistepScheduler:
         # A scheduler holds a step index: one per call keeps concurrent calls apart.
@@ -120,11 +141,11 @@ class ShapesDiffusion:
 
     def _encode_text(self, prompts: list[str]):
         ids, mask = (tensor.to(self.device) for tensor in self.tokenizer(prompts))
-        states, pooled = run_in_fixed_rows(self.text_encoder, self.batch_rows, ids, mask)
+        states, pooled = run_in_fixed_rows(self.text_encoder, self._rows, ids, mask)
         return states, mask, pooled
 
     @staticmethod
-    def _generators(seeds: list[int]) -> list[torch.Generator]:
+    def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
         return [torch.Generator().manual_seed(s) for s in seeds]
 
     def _noise(self, generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
@@ -135,7 +156,7 @@ class ShapesDiffusion:
         """The denoiser's prediction, in float32 whatever precision it runs in."""
         t = timestep.expand(latents.shape[0])
         rows = (latents.to(self.dtype), t, states, mask, pooled)
-        return run_in_fixed_rows(self.denoiser, self.batch_rows, *rows).float()
+        return run_in_fixed_rows(self.denoiser, self._rows, *rows).float()
 
     @staticmethod
     def _predicted_clean(latents, prediction, timestep, scheduler) -> torch.Tensor:
@@ -151,86 +172,81 @@ class ShapesDiffusion:
         self,
         latents: torch.Tensor,
         prompts: list[str],
-        negative_prompts: list[str],
+        sampling: Sampling,
         timesteps: torch.Tensor,
         scheduler: DPMSolverMultistepScheduler,
-        guidance_scale: float,
         callback: StepCallback | None,
         generators: list[torch.Generator] | None = None,
     ) -> list[Image.Image]:
         """generators: one per image, for the noise a stochastic scheduler adds each step
         (drawn per image, so an image never depends on its batch)."""
+        guidance_scale = sampling.guidance_scale
         is_guided = guidance_scale != 1.0
-        text_prompts = prompts + negative_prompts if is_guided else prompts
-        states, mask, pooled = self._encode_text(text_prompts)
+        negatives = [sampling.negative_prompt] * len(prompts)
+        states, mask, pooled = self._encode_text(prompts + negatives if is_guided else prompts)
         for step, timestep in enumerate(timesteps):
             model_input = torch.cat([latents, latents]) if is_guided else latents
             prediction = self._predict(model_input, timestep, states, mask, pooled)
             if is_guided:
                 conditional, unconditional = prediction.chunk(2)
                 prediction = unconditional + guidance_scale * (conditional - unconditional)
-            if callback is not None:
-                preview = to_pil(self.space.decode(self._predicted_clean(latents, prediction, timestep, scheduler)))
+            current = latents
             step_noise = self._noise(generators, tuple(latents.shape[1:])) if generators else None
             latents = scheduler.step(prediction, timestep, latents, variance_noise=step_noise).prev_sample
             if callback is not None:
-                if callback(step, len(timesteps), preview):
+
+                def previews(current=current, prediction=prediction, timestep=timestep) -> list[Image.Image]:
+                    clean = self._predicted_clean(current, prediction, timestep, scheduler)
+                    return to_pil(self.space.decode(clean))
+
+                if callback(step, len(timesteps), previews):
                     raise Interrupted(f"stopped after step {step + 1} of {len(timesteps)}")
         return to_pil(self.space.decode(latents))
 
     def generate(
         self,
-        prompts: list[str],
-        num_images: int = 1,
-        seed: int = 0,
-        num_inference_steps: int = 20,
-        guidance_scale: float = 3.0,
-        negative_prompt: str | None = None,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        sampling: Sampling | None = None,
         callback: StepCallback | None = None,
-        seeds: list[int] | None = None,
     ) -> list[Image.Image]:
-        """num_images per prompt, prompt-major; image i of the batch uses seeds[i]
-        (default image_seed(seed, i))."""
-        expanded = [p for p in prompts for _ in range(num_images)]
-        seeds = seeds or [image_seed(seed, i) for i in range(len(expanded))]
+        """One image per (prompts[i], seeds[i])."""
+        check_rows(prompts, seeds)
+        sampling = self.defaults.resolve(sampling)
         size = self.config.image_size // self.config.unshuffle_factor
         channels = 3 * self.config.unshuffle_factor**2
         scheduler = self._new_scheduler()
-        scheduler.set_timesteps(num_inference_steps, device=self.device)
+        scheduler.set_timesteps(sampling.num_inference_steps, device=self.device)
         latents = self._noise(self._generators(seeds), (channels, size, size)) * scheduler.init_noise_sigma
-        negatives = [negative_prompt or ""] * len(expanded)
-        return self._denoise(latents, expanded, negatives, scheduler.timesteps, scheduler, guidance_scale, callback)
+        return self._denoise(latents, list(prompts), sampling, scheduler.timesteps, scheduler, callback)
 
     def refine(
         self,
-        image: Image.Image,
-        prompt: str,
+        images: Sequence[Image.Image],
+        prompts: Sequence[str],
+        seeds: Sequence[int],
         skip_rate: float = 0.5,
-        num_images: int = 1,
-        seed: int = 0,
-        num_inference_steps: int = 20,
-        guidance_scale: float = 3.0,
-        negative_prompt: str | None = None,
+        sampling: Sampling | None = None,
         callback: StepCallback | None = None,
     ) -> list[Image.Image]:
-        """Variations of an image: skip_rate is the share of the schedule skipped
-        (dalle-flow's meaning; diffusers' strength = 1 - skip_rate), the rest solved
+        """One variation of images[i] per row: skip_rate is the share of the schedule
+        skipped (1 keeps the image, 0 is generate's fresh sample), the rest solved
         stochastically, so variations differ from the input and from each other."""
-        if not 0.0 <= skip_rate <= 1.0:
-            raise ValueError(f"skip_rate must be within [0, 1], got {skip_rate}")
-        scheduler = self._new_scheduler(stochastic=True)
-        scheduler.set_timesteps(num_inference_steps, device=self.device)
-        skipped = min(int(round(skip_rate * num_inference_steps)), num_inference_steps)
-        timesteps = scheduler.timesteps[skipped:]
-        generators = self._generators([image_seed(seed, i) for i in range(num_images)])
-        clean = self.space.encode(from_pil(image, self.config.image_size).unsqueeze(0).to(self.device))
-        clean = clean.expand(num_images, -1, -1, -1)
-        if len(timesteps) == 0:
+        check_rows(prompts, seeds, images)
+        check_skip_rate(skip_rate)
+        resolved = self.defaults.resolve(sampling)
+        steps = resolved.num_inference_steps
+        kept = kept_steps(steps, skip_rate)
+        if kept == steps:
+            return self.generate(prompts, seeds, sampling, callback)
+        clean = self.space.encode(torch.stack([from_pil(image, self.config.image_size) for image in images]).to(self.device))
+        if kept == 0:
             return to_pil(self.space.decode(clean))
+        scheduler = self._new_scheduler(stochastic=True)
+        scheduler.set_timesteps(steps, device=self.device)
+        timesteps = scheduler.timesteps[steps - kept :]
+        generators = self._generators(seeds)
         noise = self._noise(generators, tuple(clean.shape[1:]))
-        latents = scheduler.add_noise(clean, noise, timesteps[:1].expand(num_images))
-        scheduler.set_begin_index(skipped)
-        negatives = [negative_prompt or ""] * num_images
-        return self._denoise(
-            latents, [prompt] * num_images, negatives, timesteps, scheduler, guidance_scale, callback, generators
-        )
+        latents = scheduler.add_noise(clean, noise, timesteps[:1].expand(len(seeds)))
+        scheduler.set_begin_index(steps - kept)
+        return self._denoise(latents, list(prompts), resolved, timesteps, scheduler, callback, generators)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers import UNet2DConditionModel
+from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
 
@@ -49,3 +49,28 @@ class CoordinateUNet(nn.Module):
             encoder_attention_mask=text_mask,
             class_labels=pooled,
         ).sample
+
+
+def build_unet(width: int = 128, block_out_channels: tuple[int, ...] = (64, 96, 128)) -> UNet2DConditionModel:
+    """The shapes model's UNet: 16x16 positions of 12 unshuffled channels, text
+    (of `width`) by cross-attention at the two coarser levels and, pooled, beside
+    the time embedding."""
+    return UNet2DConditionModel(
+        sample_size=16,
+        in_channels=12 + 2,  # pixel-unshuffled RGB + coordinates
+        out_channels=12,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=block_out_channels,
+        layers_per_block=1,
+        norm_num_groups=min(16, block_out_channels[0]),
+        cross_attention_dim=width,
+        attention_head_dim=min(32, block_out_channels[0]),
+        class_embed_type="projection",  # the pooled caption joins the time embedding
+        projection_class_embeddings_input_dim=width,
+    )
+
+
+def noise_schedule(prediction_type: str = "epsilon") -> DDPMScheduler:
+    """The schedule the model is trained on; its samplers are built from its config."""
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type)

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from dalleflow.models.contract import Sampling, expand
 from dalleflow.models.dalle import DalleBart, DallePipeline, TextNormalizer, VQGANConfig, VQGANDecoder
 from dalleflow.models.dalle.bart import init_params
 from dalleflow.models.dalle.vqgan import init_decoder_params
@@ -97,8 +98,8 @@ def test_the_factory_builds_it_from_weight_sources():
                     "top_k": 16},
     })
     assert generator.pipeline.model.config.codebook_size == 1024  # the tiny VQGAN's codebook
-    # the flow's fields: guidance_scale is super-conditioning's scale; steps mean nothing here
-    images = generator.generate([PROMPT], num_images=1, seed=0, guidance_scale=4.0, num_inference_steps=7)
+    # the contract's fields: guidance_scale is super-conditioning's scale; steps mean nothing here
+    images = generator.generate([PROMPT], [0], Sampling(guidance_scale=4.0, num_inference_steps=7))
     assert [im.size for im in images] == [(32, 32)]
     same = generator.pipeline.generate([PROMPT], num_images=1, seed=0, top_k=16, condition_scale=4.0)
     assert pixels(images).tobytes() == pixels(same).tobytes()
@@ -116,7 +117,8 @@ def test_progress_comes_in_spans_and_changes_no_token(pipeline):
     seen = []
 
     def callback(step, step_count, previews):
-        seen.append((step, step_count, len(previews), previews[0].size))
+        images = previews()
+        seen.append((step, step_count, len(images), images[0].size))
 
     options = dict(num_images=3, seed=2, top_k=32)
     with_progress = pipeline.generate([PROMPT], callback=callback, **options)
@@ -126,7 +128,7 @@ def test_progress_comes_in_spans_and_changes_no_token(pipeline):
 
 
 def test_a_truthy_callback_stops_between_spans(pipeline):
-    from dalleflow.models.steps import Interrupted
+    from dalleflow.models.contract import Interrupted
 
     steps = []
     with pytest.raises(Interrupted, match="step 2 of 8"):
@@ -143,28 +145,30 @@ def test_a_checkpoints_generation_config_sets_the_sampling_defaults(tmp_path):
     vqgan = FIXTURES / "vqgan-tiny"
     words = FIXTURES / "hashtag-words.txt"
     assert DalleGenerator.from_pretrained(tmp_path / "dalle", vqgan, hashtag_word_list=words).sampling["temperature"] == 1.0
-    (tmp_path / "dalle" / "generation_config.json").write_text('{"temperature": 0.5, "top_k": 8, "condition_scale": 2.0}')
+    (tmp_path / "dalle" / "generation_config.json").write_text('{"temperature": 0.5, "top_k": 8, "guidance_scale": 2.0}')
     saved = DalleGenerator.from_pretrained(tmp_path / "dalle", vqgan, hashtag_word_list=words)
-    assert saved.sampling == {"temperature": 0.5, "top_k": 8, "top_p": None} and saved.condition_scale == 2.0
-    # A request without guidance_scale samples at the checkpoint's condition_scale.
-    pixels = [np.asarray(image) for image in saved.generate([PROMPT], num_images=2, seed=1)]
-    assert [np.array_equal(a, np.asarray(b)) for a, b in zip(pixels, saved.generate([PROMPT], num_images=2, seed=1, guidance_scale=2.0))] == [True, True]
+    assert saved.sampling == {"temperature": 0.5, "top_k": 8, "top_p": None} and saved.defaults.guidance_scale == 2.0
+    # A request without guidance_scale samples at the checkpoint's guidance_scale.
+    pixels = [np.asarray(image) for image in saved.generate(*expand([PROMPT], 2, seed=1))]
+    guided = saved.generate(*expand([PROMPT], 2, seed=1), Sampling(guidance_scale=2.0))
+    assert [np.array_equal(a, np.asarray(b)) for a, b in zip(pixels, guided)] == [True, True]
     overridden = DalleGenerator.from_pretrained(tmp_path / "dalle", vqgan, hashtag_word_list=words, top_k=None)
     assert overridden.sampling == {"temperature": 0.5, "top_k": None, "top_p": None}
     with pytest.raises(TypeError, match="unknown sampling options"):
         DalleGenerator.from_pretrained(tmp_path / "dalle", vqgan, hashtag_word_list=words, tempreature=0.5)
 
 
-def test_the_generators_batch_rows_sets_how_many_images_one_sampling_call_holds():
+def test_the_generators_images_per_call_sets_how_many_images_one_sampling_call_holds():
     from dalleflow.models.dalle.generator import DalleGenerator
 
-    def step_counts(batch_rows):
+    def step_counts(images_per_call):
         generator = DalleGenerator.from_pretrained(FIXTURES / "dalle-tiny", FIXTURES / "vqgan-tiny", top_k=32,
-                                                   hashtag_word_list=FIXTURES / "hashtag-words.txt", batch_rows=batch_rows)
+                                                   hashtag_word_list=FIXTURES / "hashtag-words.txt",
+                                                   images_per_call=images_per_call)
         counts = set()
-        generator.generate([PROMPT], num_images=3, callback=lambda step, count, previews: counts.add(count))
+        generator.generate(*expand([PROMPT], 3), callback=lambda step, count, previews: counts.add(count))
         return counts
 
-    # 8 progress spans per call: 3 images in one call of 4 rows, or in three calls of 1.
+    # 8 progress spans per call: 3 images in one call of 16 rows, or in three calls of 1.
     assert step_counts(16) == {8}
     assert step_counts(1) == {24}
