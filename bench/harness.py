@@ -1,4 +1,5 @@
-"""What the benches share: a free port for a server, and the command line and machine a result records.
+"""What the benches share: a free port for a server, and what a result records of how it was made
+(command line, machine, commit, date).
 
 The benches run as scripts (`.venv/bin/python bench/latency.py`), so this folder is on
 sys.path and they import it as `harness`.
@@ -6,10 +7,12 @@ sys.path and they import it as `harness`.
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import shlex
 import socket
+import subprocess
 import sys
 
 
@@ -31,3 +34,18 @@ def machine() -> str:
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return ", ".join([platform.machine(), f"{os.cpu_count()} CPUs", *gpus])
+
+
+def commit() -> str:
+    """The commit the bench ran at, with "+changes" when the tree differed from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=False).stdout.strip()
+
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def provenance() -> dict[str, str]:
+    """What every results file records of its making."""
+    return {"command": command_line(), "machine": machine(), "commit": commit(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

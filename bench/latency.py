@@ -35,7 +35,7 @@ import httpx
 import yaml
 
 from dalleflow.cli import is_ready
-from harness import command_line, free_port
+from harness import free_port, provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a red circle to the left of a blue square on a white background"
@@ -73,9 +73,11 @@ def in_process(config_path: Path, sets: list[str], num_images: int, runs: int) -
 
     args = yaml.safe_load(config_path.read_text())["applications"][0]["args"]
     config = AppConfig.model_validate({**args, "store_path": tempfile.mkdtemp(prefix="dalleflow-bench-")})
+    generators = {name: LocalStage(create_model(spec)) for name, spec in config.generators.items()}
+    shared = config.refining_generator()
     flow = Flow(
-        generators={name: LocalStage(create_model(spec)) for name, spec in config.generators.items()},
-        ranker=LocalStage(create_model(config.ranker)), refiner=LocalStage(create_model(config.refiner)),
+        generators=generators, ranker=LocalStage(create_model(config.ranker)),
+        refiner=generators[shared] if shared else LocalStage(create_model(config.refiner)),
         upscaler=LocalStage(create_model(config.upscaler)), store=ImageStore(config.store_path),
         generator_timeout_s=config.generator_timeout_s,
     )
@@ -152,7 +154,7 @@ def main() -> None:
                          "http_s": http[name], "http_median_s": median(http[name]),
                          "fastest_in_process_median_s": fastest, "ratio": ratio}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"command": command_line(), "config": os.path.relpath(args.config, ROOT),
+    Path(args.out).write_text(json.dumps({**provenance(), "config": os.path.relpath(args.config, ROOT),
                                           "runs": args.runs, "num_images": args.num_images,
                                           "baselines": BASELINES, "generators": results}, indent=1))
 

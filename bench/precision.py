@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness import command_line, machine
+from harness import machine, provenance
 
+from dalleflow.models.contract import Sampling, expand
 from dalleflow.models.diffusion import ShapesDiffusion
 from dalleflow.models.factory import resolve_weights
 from dalleflow.shapes import judge
@@ -39,11 +40,11 @@ def settings() -> list[tuple[str, str]]:
 def run(folder: str, device: str, dtype: str, prompts: list[str], images_per_prompt: int, steps: int):
     """(images, seconds) for every prompt's images in one call, timed after a warm-up call."""
     model = ShapesDiffusion.from_pretrained(folder, device=device, dtype=dtype)
-    model.generate(prompts[:1], num_inference_steps=2)
+    model.generate(prompts[:1], [0], Sampling(num_inference_steps=2))
     if device == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    images = model.generate(prompts, num_images=images_per_prompt, seed=11, num_inference_steps=steps)
+    images = model.generate(*expand(prompts, images_per_prompt, seed=11), Sampling(num_inference_steps=steps))
     seconds = time.perf_counter() - started
     return images, seconds
 
@@ -76,9 +77,9 @@ def main() -> None:
               f"{row['mean_abs_pixel_difference']:22.2f} {row['accepted']:15.3f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": command_line(), "weights": args.weights, "steps": args.steps,
+    out.write_text(json.dumps({**provenance(), "weights": args.weights, "steps": args.steps,
                                "prompts": args.prompts, "images_per_prompt": args.images_per_prompt,
-                               "machine": machine(), "rows": rows}, indent=1))
+                               "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from dalleflow.models.contract import Sampling, expand
 from dalleflow.models.factory import create_model
 from dalleflow.shapes.evaluate import distinct_scenes, generation_quality, refinement_quality, retrieval_top1
 
@@ -46,17 +47,17 @@ def main() -> None:
     diffusion = create_model({"family": "shapes-diffusion", "weights": args.diffusion})
     ranker = create_model({"family": "open-clip", "weights": args.ranker})
 
+    diffusion_sampling = Sampling(num_inference_steps=args.steps, guidance_scale=args.guidance)
     generators = {"diffusion": lambda captions, num_images, seed: diffusion.generate(
-        captions, num_images=num_images, seed=seed, num_inference_steps=args.steps, guidance_scale=args.guidance)}
+        *expand(captions, num_images, seed), diffusion_sampling)}
     if args.dalle:
         dalle = create_model({"family": "dalle", "weights": args.dalle, "options": {"vqgan": args.vqgan}})
-        dalle_guidance = dalle.condition_scale if args.dalle_guidance is None else args.dalle_guidance
+        dalle_guidance = dalle.defaults.guidance_scale if args.dalle_guidance is None else args.dalle_guidance
         generators["dalle"] = lambda captions, num_images, seed: dalle.generate(
-            captions, num_images=num_images, seed=seed, guidance_scale=dalle_guidance)
+            *expand(captions, num_images, seed), Sampling(guidance_scale=dalle_guidance))
 
     def refine(image, caption, seed):
-        return diffusion.refine(image, caption, skip_rate=0.5, num_images=2, seed=seed,
-                                num_inference_steps=args.steps, guidance_scale=args.guidance)
+        return diffusion.refine([image] * 2, *expand([caption], 2, seed), skip_rate=0.5, sampling=diffusion_sampling)
 
     results, started = {}, time.time()
     rows = []

@@ -7,7 +7,7 @@ One Ray Serve app (the embedded default's diffusion generator alone). Each run s
 the same request (4 images, 20 steps) plainly and as an NDJSON stream, one after the
 other, so both see the same machine load. Prints the medians: the plain answer's latency, the stream's time to its
 first progress event and to its result, and their ratio (what the per-step events
-and the unbatched streaming path add). Then it opens streams of a long request (100
+add; a stream takes the same batched path as a plain call). Then it opens streams of a long request (100
 steps), closes each after its first event, and measures the time until the
 generator's replica reports the call cancelled, and the steps it ran by then.
 Saves bench/results/streaming.json.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from harness import free_port, machine
+from harness import free_port, provenance
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -120,8 +120,7 @@ def main() -> None:
     print(f"  steps it ran, of 100             {rows['cancel_steps_run_of_100']:6.0f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
-        "command": "OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python bench/streaming.py", "runs": args.runs,
-        "machine": machine(), "note": args.note, "medians": rows,
+        **provenance(), "runs": args.runs, "note": args.note, "medians": rows,
         "samples": {"plain_s": plain_s, "first_progress_s": first_s, "streamed_s": result_s, "cancels": cancels},
     }, indent=1))  # fmt: skip
 

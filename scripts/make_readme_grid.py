@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from dalleflow.deployments.app import AppConfig
-from dalleflow.models.batching import image_seed
+from dalleflow.models.contract import Sampling, expand, image_seed
 from dalleflow.models.factory import create_model
 from dalleflow.shapes import judge
 from dalleflow_client.images import make_grid
@@ -28,10 +28,10 @@ def main(out: str) -> None:
     ranker = create_model(config.ranker)
     upscaler = create_model(config.upscaler)
     request = GenerateRequest(prompt=PROMPT, num_images=4, seed=SEED)  # the HTTP API's defaults
-    sampling = request.model_dump(include={"num_inference_steps", "guidance_scale", "negative_prompt"}, exclude_none=True)
+    sampling = Sampling(**request.model_dump(include={"num_inference_steps", "guidance_scale", "negative_prompt"}))
     pool = []
     for name, spec in config.generators.items():
-        images = create_model(spec).generate([PROMPT], num_images=request.num_images, seed=SEED, **sampling)
+        images = create_model(spec).generate(*expand([PROMPT], request.num_images, SEED), sampling)
         pool += [(name, image_seed(SEED, i), image) for i, image in enumerate(images)]
     scores = ranker.score(PROMPT, [image for _, _, image in pool])
     ranked = sorted(zip(scores, pool), key=lambda pair: -pair[0])

@@ -95,7 +95,7 @@ def test_the_interactive_example(server_url, tmp_path):
     assert "at skip_rate 0.6: 4 ranked" in transcript
     (final,) = (tmp_path / "session").glob("final-*.png")
     metadata = read_png_metadata(final)
-    assert (metadata["prompt"], metadata["skip_rate"]) == ("a red circle to the left of a blue square on a white background", "0.6")
+    assert (metadata["prompt"], metadata["parameters"]["skip_rate"]) == ("a red circle to the left of a blue square on a white background", 0.6)
 
 
 def progress_section() -> str:

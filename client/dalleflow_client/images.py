@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 from collections.abc import Mapping, Sequence
 from os import PathLike
@@ -80,7 +81,11 @@ def save_png(image: Image.Image, path: str | PathLike, metadata: Mapping[str, ob
     return path
 
 
-def read_png_metadata(path: str | PathLike) -> dict[str, str]:
-    """The text chunks of a PNG written by save_png (or any PNG)."""
-    with Image.open(path) as image:
-        return dict(image.text)
+def read_png_metadata(path_or_bytes: str | PathLike | bytes) -> dict[str, object]:
+    """The text chunks of a PNG (a file or its bytes), with the server's own "dalleflow"
+    chunk read as the JSON it is: prompt, seed, generator, parameters, id, source_id..."""
+    source = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
+    with Image.open(source) as image:
+        text: dict[str, object] = dict(getattr(image, "text", {}))
+    server = text.pop("dalleflow", None)
+    return {**text, **json.loads(server)} if isinstance(server, str) else text

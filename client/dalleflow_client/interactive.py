@@ -137,6 +137,7 @@ def run(
             break
     with waiting("upscaling"):
         upscaled = client.upscale(pool[choice])
-    path = save_png(upscaled.image, out / f"final-{upscaled.id[:8]}.png", {**upscaled.metadata, "skip_rate": skip_rate})
+    # The server's PNG as it is: it carries its source's prompt, seed and parameters (skip_rate among them).
+    path = upscaled.save(out / f"final-{upscaled.id[:8]}.png")
     terminal.say(f"\nupscaled {upscaled.width}x{upscaled.height}, saved {path}")
     return path

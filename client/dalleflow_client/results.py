@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -11,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import DalleflowError
-from .images import decode_base64_image, make_grid, save_png
+from .images import decode_base64_image, make_grid, read_png_metadata
 from .schemas import Candidate, GenerateResponse, StageReport, UpscaleResponse
 
 
@@ -24,13 +25,22 @@ class _EncodedImage:
         """The PIL image, decoded on first use: reading ids and scores costs no decoding."""
         return decode_base64_image(self.image_base64)
 
+    @cached_property
+    def png(self) -> bytes:
+        """The PNG as the server made, stored and answered it."""
+        return base64.b64decode(self.image_base64)
+
     @property
     def metadata(self) -> dict[str, object]:
-        raise NotImplementedError
+        """What the server wrote into the PNG: prompt, seed, generator, parameters, id..."""
+        return read_png_metadata(self.png)
 
     def save(self, path: str | PathLike) -> Path:
-        """Write the PNG with `metadata` as text chunks; returns the path."""
-        return save_png(self.image, path, self.metadata)
+        """Write the server's PNG as it is, metadata included; returns the path. Parent folders are made."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.png)
+        return path
 
 
 @dataclass(kw_only=True)
@@ -60,17 +70,6 @@ class CandidateImage(_EncodedImage):
             image_base64=candidate.image,
         )
 
-    @property
-    def metadata(self) -> dict[str, object]:
-        return {
-            "prompt": self.prompt,
-            "seed": self.seed,
-            "generator": self.generator,
-            "rank": self.rank,
-            "clip_score": self.clip_score,
-            "id": self.id,
-        }
-
 
 @dataclass(kw_only=True)
 class UpscaledImage(_EncodedImage):
@@ -86,13 +85,6 @@ class UpscaledImage(_EncodedImage):
         return cls(
             id=response.id, width=response.width, height=response.height, image_base64=response.image, source=source
         )
-
-    @property
-    def metadata(self) -> dict[str, object]:
-        """The source's prompt, seed, generator and score (when known), with this image's id."""
-        if self.source is None:
-            return {"id": self.id}
-        return {**self.source.metadata, "source_id": self.source.id, "id": self.id}
 
 
 class Result:

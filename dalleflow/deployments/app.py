@@ -91,7 +91,7 @@ def compose_app(args: dict | None = None, deployments: list[dict] | None = None)
     shared = config.refining_generator()
     if shared and "refiner" in overrides:
         raise ValueError(
-            f"deployments: there is no 'refiner' deployment: the refiner is generator {shared!r}'s model, "
+            f"deployments: there is no 'refiner' deployment: the refiner is the model of generator {shared!r}, "
             f"loaded once in 'generator-{shared}'; move the refiner's options there, or give the refiner "
             "a model of its own in args.refiner"
         )

@@ -93,7 +93,7 @@ def _check_application(application: dict, path: str) -> list[str]:
     names = [d.get("name") for d in deployments if isinstance(d, dict)] if isinstance(deployments, list) else []
     if shared and "refiner" in names:
         problems.append(
-            f"{path}.deployments: there is no 'refiner' deployment: the refiner is generator {shared!r}'s model, "
+            f"{path}.deployments: there is no 'refiner' deployment: the refiner is the model of generator {shared!r}, "
             f"loaded once in 'generator-{shared}'; move the refiner's options there"
         )
         names = [name if name != "refiner" else None for name in names]

@@ -39,10 +39,11 @@ Event = Step | Done | Failed | None | type[StopIteration]
 @dataclasses.dataclass(frozen=True)
 class ImageCall:
     """One request's ask of an image model: its rows (a seed each), how to sample, and
-    the metadata every PNG carries (the row's seed is added)."""
+    the metadata every PNG carries (the row's seed and id are added)."""
 
     prompt: str
     seeds: tuple[int, ...]
+    ids: tuple[str, ...] = ()  # the id each row's image will be stored under (none: no id in the PNG)
     sampling: Sampling = Sampling()
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, hash=False)
     source: bytes | None = dataclasses.field(default=None, repr=False)  # refine: the image to vary
@@ -175,7 +176,11 @@ def _call_model(model: Any, tickets: list[Ticket], on_step) -> list[list[Encoded
         images = model.refine(rows, prompts, seeds, first.skip_rate, first.sampling, on_step)
     encoded, start = [], 0
     for call in calls:
-        rows = zip(call.seeds, images[start : start + len(call.seeds)])
-        encoded.append([encode_png(image, {**call.metadata, "seed": seed}) for seed, image in rows])
+        rows = images[start : start + len(call.seeds)]
+        ids = call.ids or (None,) * len(rows)
+        encoded.append([
+            encode_png(image, {**call.metadata, "seed": seed} | ({"id": image_id} if image_id else {}))
+            for seed, image_id, image in zip(call.seeds, ids, rows)
+        ])  # fmt: skip
         start += len(call.seeds)
     return encoded

@@ -46,7 +46,7 @@ from dalleflow_client.schemas import (
 from dalleflow.models.contract import Sampling, expand
 from dalleflow.service.batches import ImageCall
 from dalleflow.service.errors import InvalidInput, StageUnavailable
-from dalleflow.service.images import base64_of, checked_image_bytes
+from dalleflow.service.images import base64_of, checked_image_bytes, new_image_id
 from dalleflow.service.progress import Done, EncodedImage
 from dalleflow.service.stages import Stage
 from dalleflow.service.store import ImageStore
@@ -129,7 +129,8 @@ class Flow:
         parameters = request.model_dump(exclude={"prompt", "seed", "image", "image_id"})
         call = ImageCall(
             prompt=request.prompt, seeds=tuple(expand([request.prompt], request.num_images, seed)[1]),
-            sampling=_sampling(request), source=source, skip_rate=request.skip_rate, with_progress=with_progress,
+            ids=tuple(new_image_id() for _ in range(request.num_images)), sampling=_sampling(request),
+            source=source, skip_rate=request.skip_rate, with_progress=with_progress,
             metadata={"prompt": request.prompt, "generator": "refiner", "source_id": request.image_id,
                       "parameters": parameters},
         )  # fmt: skip
@@ -157,10 +158,11 @@ class Flow:
     async def upscale(self, request: UpscaleRequest) -> UpscaleResponse:
         source = await self._input_png(request.image, request.image_id)
         try:
-            upscaled = await self.upscaler.call("upscale", source, {"stage": "upscaler", "source_id": request.image_id})
+            metadata = {"id": new_image_id(), "stage": "upscaler", "source_id": request.image_id}
+            upscaled = await self.upscaler.call("upscale", source, metadata)
         except Exception as error:
             raise StageUnavailable(f"upscaler failed: {error}") from error
-        image_id = await asyncio.to_thread(self.store.save_png, upscaled.png)
+        image_id = await asyncio.to_thread(self.store.save_png, upscaled.png, upscaled.id)
         return UpscaleResponse(id=image_id, image=base64_of(upscaled.png), width=upscaled.width, height=upscaled.height)
 
     async def embed_text(self, prompt: str) -> list[float]:
@@ -202,7 +204,8 @@ class Flow:
         images: list[EncodedImage] = []
         call = ImageCall(
             prompt=request.prompt, seeds=tuple(expand([request.prompt], request.num_images, seed)[1]),
-            sampling=_sampling(request), with_progress=emit is not None,
+            ids=tuple(new_image_id() for _ in range(request.num_images)), sampling=_sampling(request),
+            with_progress=emit is not None,
             metadata={"prompt": request.prompt, "generator": name,
                       "parameters": request.model_dump(exclude={"prompt", "seed", "generators"})},
         )  # fmt: skip
@@ -262,7 +265,7 @@ class Flow:
         candidates = []
         for rank, index in enumerate(order):
             generator, seed, image = pool[index]
-            image_id = self.store.save_png(image.png)
+            image_id = self.store.save_png(image.png, image.id)
             candidates.append(Candidate(
                 id=image_id, generator=generator, rank=rank, clip_score=scores[index], seed=seed,
                 image=base64_of(image.png), width=image.width, height=image.height,

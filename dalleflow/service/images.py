@@ -11,6 +11,7 @@ import base64
 import binascii
 import io
 import json
+import uuid
 import warnings
 
 from dalleflow_client.schemas import MAX_IMAGE_PIXELS
@@ -74,7 +75,7 @@ def encode_png(image: Image.Image, metadata: dict | None = None) -> EncodedImage
                 info.add_text(key, str(metadata[key]))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
-    return EncodedImage(buffer.getvalue(), image.width, image.height)
+    return EncodedImage(buffer.getvalue(), image.width, image.height, (metadata or {}).get("id"))
 
 
 def png_metadata(png: bytes) -> dict:
@@ -89,6 +90,11 @@ def open_png(png: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(png))
     image.load()
     return image.convert("RGB")
+
+
+def new_image_id() -> str:
+    """An id for an image to be made: the store's form (32 hex characters)."""
+    return uuid.uuid4().hex
 
 
 def base64_of(png: bytes) -> str:

@@ -21,6 +21,7 @@ class EncodedImage:
     png: bytes  # with its metadata in text chunks
     width: int
     height: int
+    id: str | None = None  # the id it is stored under, when it carries one
 
 
 @dataclass(frozen=True)

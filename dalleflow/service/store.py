@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from dalleflow.service.errors import NotFound
-from dalleflow.service.images import png_metadata
+from dalleflow.service.images import new_image_id, png_metadata
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -40,9 +40,9 @@ class ImageStore:
         # Two levels of folders keep any one folder small.
         return self.root / item_id[:2] / f"{item_id}{suffix}"
 
-    def save_png(self, png: bytes) -> str:
-        """Stores the PNG as it is; returns its new id."""
-        image_id = uuid.uuid4().hex
+    def save_png(self, png: bytes, image_id: str | None = None) -> str:
+        """Stores the PNG as it is, under the id it carries (new_image_id) or a new one; returns the id."""
+        image_id = image_id or new_image_id()
         path = self._path(image_id)
         path.parent.mkdir(exist_ok=True)
         temporary = path.with_suffix(".tmp")
@@ -58,7 +58,7 @@ class ImageStore:
 
     def metadata(self, image_id: str) -> dict:
         """What the PNG says of itself (prompt, seed, generator, parameters...), with its id."""
-        return {"id": image_id, **png_metadata(self.png_bytes(image_id))}
+        return {**png_metadata(self.png_bytes(image_id)), "id": image_id}
 
     # Job records: JSON text the job code writes and reads (see service/jobs.py).
 

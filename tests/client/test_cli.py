@@ -33,7 +33,7 @@ def test_generate_options_map_to_the_api_names():
 def test_defaults_come_from_the_schema():
     args = parse(["diffuse", "0123456789abcdef" * 2, "--prompt", "p"])
     defaults = (args.num_images, args.num_inference_steps, args.guidance_scale, args.skip_rate, args.seed)
-    assert defaults == (4, 20, None, 0.5, None)
+    assert defaults == (4, None, None, 0.5, None)
 
 
 def test_diffuse_needs_a_prompt(capsys):

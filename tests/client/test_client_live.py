@@ -67,7 +67,7 @@ def test_upscale_gives_four_times_the_size(client, generated, tmp_path):
     assert upscaled.image.size == (upscaled.width, upscaled.height) == (4 * best.width, 4 * best.height)
     # Saved, it still says what it shows and how it was made.
     metadata = read_png_metadata(upscaled.save(tmp_path / "final.png"))
-    assert metadata["prompt"] == PROMPT and metadata["seed"] == str(best.seed)
+    assert metadata["prompt"] == PROMPT and metadata["seed"] == best.seed and metadata["generator"] == best.generator
     assert (metadata["source_id"], metadata["id"]) == (best.id, upscaled.id)
 
 

@@ -69,7 +69,7 @@ def test_generate_pick_vary_twice_and_upscale(server_url, tmp_path):
         assert image.size == (4 * source.width, 4 * source.height)
     metadata, source_metadata = read_png_metadata(final), read_png_metadata(upscaled_from)
     assert metadata["source_id"] == source_metadata["id"] != metadata["id"]
-    assert (metadata["prompt"], metadata["seed"], metadata["skip_rate"]) == (PROMPT, source_metadata["seed"], "0.8")
+    assert (metadata["prompt"], metadata["seed"], metadata["parameters"]["skip_rate"]) == (PROMPT, source_metadata["seed"], 0.8)
 
 
 def test_input_that_ends_early_is_an_error_and_keeps_what_was_saved(server_url, tmp_path):

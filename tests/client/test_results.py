@@ -1,13 +1,26 @@
 """Result and CandidateImage: lazy images, best, grid, saving with metadata."""
 
+import base64
+import io
+import json
+
 import pytest
-from PIL import Image, ImageChops
+from PIL import Image, ImageChops, PngImagePlugin
 
 from dalleflow_client import CandidateImage, DalleflowError, Result, read_png_metadata
-from dalleflow_client.images import encode_png
 from dalleflow_client.schemas import Candidate, GenerateResponse, StageReport
 
 PROMPT = "a red circle to the left of a blue square"
+
+
+def server_png(image: Image.Image, metadata: dict) -> str:
+    """A base64 PNG as the server makes it: its metadata as JSON in a "dalleflow" text chunk."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("dalleflow", json.dumps(metadata))
+    info.add_text("prompt", metadata["prompt"])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def answer(colours: list[str], size=(32, 32)) -> GenerateResponse:
@@ -19,7 +32,9 @@ def answer(colours: list[str], size=(32, 32)) -> GenerateResponse:
             rank=index,
             clip_score=0.5 - index / 10,
             seed=7 + index,
-            image=encode_png(Image.new("RGB", size, colour)),
+            image=server_png(Image.new("RGB", size, colour), {
+                "prompt": PROMPT, "seed": 7 + index, "generator": "diffusion" if index % 2 else "dalle",
+                "id": f"{index:032x}", "parameters": {"num_images": len(colours)}}),
             width=size[0],
             height=size[1],
         )
@@ -58,13 +73,14 @@ def test_result_save_writes_each_png_with_its_metadata(tmp_path):
     assert [path.parent for path in paths] == [tmp_path / "out"] * 2
     assert len(set(paths)) == 2
     for candidate, path in zip(result, paths):
-        assert read_png_metadata(path) == {
+        # The server's PNG byte for byte, so its metadata is the server's.
+        assert path.read_bytes() == base64.b64decode(candidate.image_base64) == candidate.png
+        assert read_png_metadata(path) == candidate.metadata == {
             "prompt": PROMPT,
-            "seed": str(candidate.seed),
+            "seed": candidate.seed,
             "generator": candidate.generator,
-            "rank": str(candidate.rank),
-            "clip_score": str(candidate.clip_score),
             "id": candidate.id,
+            "parameters": {"num_images": 2},
         }
         with Image.open(path) as saved:
             assert ImageChops.difference(saved.convert("RGB"), candidate.image.convert("RGB")).getbbox() is None

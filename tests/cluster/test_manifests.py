@@ -146,7 +146,9 @@ def test_the_gpu_config_reads_weights_and_stores_images_on_the_workers_volumes()
     (container,) = spec["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]
     mounts = [mount["mountPath"] for mount in container["volumeMounts"]]
     args = yaml.safe_load(spec["serveConfigV2"])["applications"][0]["args"]
-    specs = [*args["generators"].values(), args["ranker"], args["refiner"], args["upscaler"]]
+    # Stable Diffusion generates and refines: the refiner names it, so its weights are placed once.
+    assert args["refiner"] == "stable-diffusion" and "stable-diffusion" in args["generators"]
+    specs = [*args["generators"].values(), args["ranker"], args["upscaler"]]
     sources = [s["weights"] for s in specs] + [s["options"]["vqgan"] for s in specs if s["family"] == "dalle"]
     folders = [source.removeprefix("local-dir:") for source in sources]
     assert all(source.startswith("local-dir:") for source in sources)  # no download at start

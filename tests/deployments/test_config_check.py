@@ -74,14 +74,29 @@ def test_a_model_family_the_factory_does_not_know_is_a_problem():
 def test_deployments_must_be_ones_the_app_builds_and_named_once():
     config = edited(lambda c: app(c)["deployments"].append({"name": "generator-mega"}))
     assert validate_serve_config(config) == [
-        "applications[0].deployments[6].name: the app builds no deployment 'generator-mega'; one of "
-        "['generator-dalle', 'generator-diffusion', 'ingress', 'ranker', 'refiner', 'upscaler']"
+        "applications[0].deployments[5].name: the app builds no deployment 'generator-mega'; one of "
+        "['generator-dalle', 'generator-diffusion', 'ingress', 'ranker', 'upscaler']"
     ]
     config = edited(lambda c: app(c)["args"]["generators"].update(mega={"family": "dalle", "weights": "local-dir:/m"}))
     config["applications"][0]["deployments"].append({"name": "generator-mega"})
     assert validate_serve_config(config) == []
     config = edited(lambda c: app(c)["deployments"].append({"name": "ranker"}))
     assert validate_serve_config(config) == ["applications[0].deployments: 'ranker' is configured more than once"]
+
+
+def test_a_refiner_deployment_is_a_problem_when_a_generator_refines():
+    config = edited(lambda c: app(c)["deployments"].append({"name": "refiner", "ray_actor_options": {"num_cpus": 0.25}}))
+    assert validate_serve_config(config) == [
+        "applications[0].deployments: there is no 'refiner' deployment: the refiner is the model of generator 'diffusion', "
+        "loaded once in 'generator-diffusion'; move the refiner's options there"
+    ]
+    # A refiner of its own model is a deployment of its own, named "refiner".
+    own = {"family": "stable-diffusion", "weights": "local-dir:/models/sd"}
+    config = edited(lambda c: app(c)["args"].update(refiner=own))
+    config["applications"][0]["deployments"].append({"name": "refiner", "ray_actor_options": {"num_cpus": 0.25}})
+    assert validate_serve_config(config) == []
+    problems = validate_serve_config(edited(lambda c: app(c)["args"].update(refiner="mega")))
+    assert len(problems) == 1 and "refiner" in problems[0] and "'mega' names no generator" in problems[0]
 
 
 def test_another_apps_args_and_deployments_are_left_to_ray():

@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 
 import httpx
 import numpy as np
@@ -66,8 +67,9 @@ def test_a_candidate_is_made_again_alone_from_its_seed(server_url, generated, ge
     again = post(server_url, "/v1/generate", {"prompt": PROMPT, "num_images": 1, "seed": candidate["seed"],
                                               "generators": [generator], **FAST})  # fmt: skip
     assert set(again.json()["generators"]) == {generator}
-    # Made beside 2 others and alone: the same PNG bytes (see test_batching.py).
-    assert base64.b64decode(again.json()["candidates"][0]["image"]) == base64.b64decode(candidate["image"])
+    # Made beside 2 others and alone: the same pixels (see test_batching.py); the PNGs differ
+    # in their metadata only (their ids, and num_images).
+    assert np.array_equal(np.asarray(decode(again.json()["candidates"][0]["image"])), np.asarray(decode(candidate["image"])))
 
 
 @pytest.mark.parametrize(("generator", "own_default"), [("diffusion", 3.0), ("dalle", 2.0)])
@@ -76,9 +78,9 @@ def test_guidance_left_out_is_each_generators_own_default(server_url, generator,
         body = {"prompt": PROMPT, "num_images": 1, "seed": 5, "generators": [generator], **FAST, **guidance}
         answer = post(server_url, "/v1/generate", body)
         assert answer.status_code == 200, answer.text
-        return base64.b64decode(answer.json()["candidates"][0]["image"])
+        return np.asarray(decode(answer.json()["candidates"][0]["image"])).tobytes()  # pixels: the PNGs' ids differ
 
-    # The shapes DALL·E's generation_config.json says 2 (its sampling sweep); diffusion's code says 3.
+    # Each checkpoint's generation_config.json: 2 for the shapes DALL·E (its sampling sweep), 3 for diffusion.
     assert image() == image(guidance_scale=own_default)
     assert image() != image(guidance_scale=own_default + 4)
 
@@ -99,6 +101,38 @@ def test_upscale_by_id_is_x4_and_stored(server_url, generated):
     body = answer.json()
     assert (body["width"], body["height"]) == decode(body["image"]).size == (128, 128)
     assert httpx.get(f"{server_url}/v1/images/{body['id']}", timeout=30).status_code == 200
+
+
+def test_the_stored_png_is_the_answered_one_and_says_what_made_it(server_url, generated):
+    for candidate in generated["candidates"]:
+        stored = httpx.get(f"{server_url}/v1/images/{candidate['id']}", timeout=30)
+        assert stored.content == base64.b64decode(candidate["image"])  # the same bytes, made once
+        made = json.loads(Image.open(io.BytesIO(stored.content)).text["dalleflow"])
+        assert (made["prompt"], made["seed"], made["generator"]) == (PROMPT, candidate["seed"], candidate["generator"])
+        assert made["parameters"]["num_images"] == 3 and made["parameters"]["num_inference_steps"] == 4
+
+
+def test_an_upscaled_png_keeps_its_sources_prompt_seed_generator_and_parameters(server_url, generated):
+    source = generated["candidates"][1]
+    body = post(server_url, "/v1/upscale", {"image_id": source["id"]}).json()
+    made = json.loads(decode(body["image"]).text["dalleflow"])
+    assert (made["prompt"], made["seed"], made["generator"]) == (PROMPT, source["seed"], source["generator"])
+    assert made["source_id"] == source["id"] and made["scale"] == 4 and made["parameters"]["num_inference_steps"] == 4
+    assert decode(body["image"]).text["prompt"] == PROMPT
+
+
+def test_the_model_that_generates_also_refines_loaded_once(server_url, generated):
+    from ray import serve
+
+    deployments = serve.status().applications["dalleflow"].deployments
+    assert "refiner" not in deployments and deployments["generator-diffusion"].status == "HEALTHY"
+    diffusion = serve.get_deployment_handle("generator-diffusion", "dalleflow")
+    before = diffusion.step_counts.remote().result(timeout_s=60)
+    body = {"image_id": generated["candidates"][0]["id"], "prompt": PROMPT, "num_images": 1, "skip_rate": 0.5, **FAST}
+    assert post(server_url, "/v1/diffuse", body).status_code == 200
+    after = diffusion.step_counts.remote().result(timeout_s=60)
+    # The variation ran in the generator's own replica, on its one copy of the weights.
+    assert after["done"] == before["done"] + 1 and after["steps_run"] == before["steps_run"] + 2
 
 
 def test_models_health_and_readiness(server_url):

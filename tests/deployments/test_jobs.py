@@ -49,7 +49,7 @@ def step_counts(deployment: str) -> dict[str, int]:
 def test_deleting_a_running_job_stops_the_model(server_url):
     pick = httpx.post(f"{server_url}/v1/generate", timeout=300,
                       json={"prompt": PROMPT, "num_images": 1, "num_inference_steps": 2, "generators": ["diffusion"]})
-    before = step_counts("refiner")
+    before = step_counts("generator-diffusion")
     request = {"prompt": PROMPT, "image_id": pick.json()["candidates"][0]["id"], "num_images": 16,
                "skip_rate": 0.0, "num_inference_steps": 100}  # fmt: skip
     job = submit(server_url, request, kind="diffuse")
@@ -58,8 +58,8 @@ def test_deleting_a_running_job_stops_the_model(server_url):
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled" and cancelled.json()["result"] is None
     deadline = time.monotonic() + 60
-    while (after := step_counts("refiner"))["cancelled"] == before["cancelled"]:
-        assert time.monotonic() < deadline, f"the refiner never reported the call cancelled: {after}"
+    while (after := step_counts("generator-diffusion"))["cancelled"] == before["cancelled"]:
+        assert time.monotonic() < deadline, f"the diffusion model (the refiner) never reported the call cancelled: {after}"
         time.sleep(0.5)
     assert after["done"] == before["done"] and after["steps_run"] - before["steps_run"] < 100
     assert job_status(server_url, job["id"])["status"] == "cancelled"

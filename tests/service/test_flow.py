@@ -1,6 +1,10 @@
 """The flow in-process with real (tiny) models: a broken or late generator degrades the answer."""
 
+import base64
+import io
+
 import pytest
+from PIL import Image
 from dalleflow_client.schemas import GenerateRequest
 
 from dalleflow.models.ranker import ClipRanker
@@ -16,6 +20,10 @@ PROMPT = "a red circle on the left on a white background"
 @pytest.fixture(scope="module")
 def ranker(tiny_clip_folder):
     return LocalStage(ClipRanker.from_pretrained(f"local-dir:{tiny_clip_folder[1]}"))
+
+
+def pixels(image: str) -> bytes:
+    return Image.open(io.BytesIO(base64.b64decode(image))).convert("RGB").tobytes()
 
 
 def flow(generators, ranker, tmp_path, timeout=120.0) -> Flow:
@@ -71,4 +79,35 @@ async def test_streaming_gives_progress_then_each_generators_images_then_the_sam
     for generated_event in generated:  # a generator's images come after its last step
         assert events.index(generated_event) > max(i for i, e in enumerate(events) if getattr(e, "generator", None) == generated_event.generator and isinstance(e, ProgressEvent))
     streamed, plain = events[-1].result, await subject.generate(request)
-    assert [(c.generator, c.seed, c.image) for c in streamed.candidates] == [(c.generator, c.seed, c.image) for c in plain.candidates]
+    # The same images: their PNGs differ in the ids inside them only.
+    assert [(c.generator, c.seed, pixels(c.image)) for c in streamed.candidates] == [
+        (c.generator, c.seed, pixels(c.image)) for c in plain.candidates]
+
+
+async def test_an_image_is_encoded_to_png_once_and_those_bytes_are_stored_answered_and_streamed(
+    tiny_diffusion, ranker, tmp_path, monkeypatch
+):
+    from dalleflow_client.schemas import GeneratedEvent, ProgressEvent, ResultEvent, UpscaleRequest
+    from PIL import Image
+
+    from dalleflow.models.upscaler import RealEsrganUpscaler
+
+    encoded = []  # the size of every image PIL encodes to PNG, wherever it happens
+    png_encoder = Image.SAVE["PNG"]
+    monkeypatch.setitem(Image.SAVE, "PNG", lambda image, fp, filename: encoded.append(image.size) or png_encoder(image, fp, filename))
+    subject = Flow(generators={"a": LocalStage(tiny_diffusion), "b": LocalStage(tiny_diffusion)}, ranker=ranker,
+                   refiner=LocalStage(tiny_diffusion), upscaler=LocalStage(RealEsrganUpscaler()), store=ImageStore(tmp_path))  # fmt: skip
+    request = GenerateRequest(prompt=PROMPT, num_images=2, num_inference_steps=2, seed=1)
+    answer = await subject.generate(request)
+    assert encoded == [(32, 32)] * 4  # two generators x two images, nothing else
+    for candidate in answer.candidates:
+        assert subject.store.png_bytes(candidate.id) == base64.b64decode(candidate.image)
+    encoded.clear()
+    events = [event async for event in await subject.generate_events(request)]
+    previews = sum(isinstance(e, ProgressEvent) for e in events)
+    assert previews == 2 * 2 and len(encoded) == 4 + previews  # each step's preview strip is one encode too
+    streamed = {image.image for e in events if isinstance(e, GeneratedEvent) for image in e.images}
+    assert streamed == {c.image for c in events[-1].result.candidates} and isinstance(events[-1], ResultEvent)
+    encoded.clear()
+    upscaled = await subject.upscale(UpscaleRequest(image_id=answer.candidates[0].id))
+    assert encoded == [(128, 128)] and subject.store.png_bytes(upscaled.id) == base64.b64decode(upscaled.image)
