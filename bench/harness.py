@@ -37,12 +37,14 @@ def machine() -> str:
 
 
 def commit() -> str:
-    """The commit the bench ran at, with "+changes" when the tree differed from it."""
+    """The commit the bench ran at, with "+changes" when the tracked code differed from it
+    (results files written since do not count)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=False).stdout.strip()
 
     head = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
+    return head + ("+changes" if changed else "")
 
 
 def provenance() -> dict[str, str]:
