@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from dalleflow.models.dalle.bart import DalleBart
@@ -71,7 +72,7 @@ class DallePipeline:
         on_tokens = None
         if callback is not None:
             def on_tokens(step: int, step_count: int, tokens) -> bool | None:
-                return callback(step, step_count, lambda: self.vqgan.decode_images(tokens))
+                return callback(step, step_count, lambda: self.preview_images(tokens, batch_rows or 4))
 
         tokens = self.generate_tokens(
             prompts, num_images, seed=seed, seeds=seeds, temperature=temperature,
@@ -79,6 +80,18 @@ class DallePipeline:
             callback=on_tokens, batch_rows=batch_rows, fixed_rows=fixed_rows,
         )
         return self.decode_images(tokens)
+
+    def preview_images(self, tokens, rows: int) -> list[Image.Image]:
+        """Tokens so far, decoded `rows` at a time (the last call padded): one compiled shape
+        however many rows a batch holds, where a decode at each batch's own size would
+        compile XLA anew for every new size, in the middle of the step loop."""
+        tokens = np.asarray(tokens)
+        images = []
+        for start in range(0, len(tokens), rows):
+            chunk = tokens[start : start + rows]
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], rows - len(chunk), axis=0)])
+            images += self.vqgan.decode_images(padded)[: len(chunk)]
+        return images
 
     def decode_images(self, tokens) -> list[Image.Image]:
         """One image per VQGAN call: XLA picks its convolution kernels by batch size, so
