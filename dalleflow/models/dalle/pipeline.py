@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from dalleflow.models.dalle.bart import DalleBart
@@ -72,7 +71,7 @@ class DallePipeline:
         on_tokens = None
         if callback is not None:
             def on_tokens(step: int, step_count: int, tokens) -> bool | None:
-                return callback(step, step_count, lambda: self.preview_images(tokens, batch_rows or 4))
+                return callback(step, step_count, lambda: self.decode_images(tokens))
 
         tokens = self.generate_tokens(
             prompts, num_images, seed=seed, seeds=seeds, temperature=temperature,
@@ -81,21 +80,11 @@ class DallePipeline:
         )
         return self.decode_images(tokens)
 
-    def preview_images(self, tokens, rows: int) -> list[Image.Image]:
-        """Tokens so far, decoded `rows` at a time (the last call padded): one compiled shape
-        however many rows a batch holds, where a decode at each batch's own size would
-        compile XLA anew for every new size, in the middle of the step loop."""
-        tokens = np.asarray(tokens)
-        images = []
-        for start in range(0, len(tokens), rows):
-            chunk = tokens[start : start + rows]
-            padded = np.concatenate([chunk, np.repeat(chunk[-1:], rows - len(chunk), axis=0)])
-            images += self.vqgan.decode_images(padded)[: len(chunk)]
-        return images
-
     def decode_images(self, tokens) -> list[Image.Image]:
         """One image per VQGAN call: XLA picks its convolution kernels by batch size, so
         the same tokens decoded beside others came out up to 7e-7 apart, enough to
-        flip a rounded pixel. At one row per call an image's PNG is the same
-        whatever else its request or batch held (previews, only progress, decode at once)."""
+        flip a rounded pixel. At one row per call an image's PNG is the same whatever
+        else its request or batch held, and one program serves every batch size (the
+        previews too: a decode at each batch's own size compiled anew, mid-loop, for
+        each new size). A decode costs about the same per row at any batch size here."""
         return [image for row in range(len(tokens)) for image in self.vqgan.decode_images(tokens[row : row + 1])]
