@@ -8,7 +8,8 @@ thread, each row with its own seed, so each request gets exactly the images it
 would have had alone (the model keeps its network rows fixed: models/contract.py).
 
 As the model steps, run_calls yields one entry per request, as a streaming
-@serve.batch function must: a Step for a request that asked for progress, None
+@serve.batch function must: a Step for a request that asked for progress (with a
+preview of its images while previews cost at most PREVIEW_SHARE of the loop), None
 for one that did not (its reader skips it), Done with its PNGs at the end, and
 StopIteration once it is finished. So a streamed request and a plain one share a
 batch, and differ only in what they read.
@@ -23,8 +24,10 @@ and a request that goes before its group starts is never run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -34,6 +37,11 @@ from dalleflow.service.images import encode_png, open_png
 from dalleflow.service.progress import Done, EncodedImage, Failed, Step, preview_strip
 
 Event = Step | Done | Failed | None | type[StopIteration]
+
+# Previews may take at most this share of a model loop's time: a preview costs a
+# decode per image, which a batch does not make cheaper (DALL·E's VQGAN decodes a
+# row in about the time the batch samples four); beyond it a Step comes without one.
+PREVIEW_SHARE = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +66,28 @@ class ImageCall:
     def group(self) -> tuple:
         """Calls that agree on this run as one model call."""
         return self.role, self.sampling, self.skip_rate
+
+
+class PreviewBudget:
+    """Whether the next step may make previews: while they have taken at most
+    PREVIEW_SHARE of the time the model itself took since the loop began."""
+
+    def __init__(self, share: float | None = None):
+        self.share = PREVIEW_SHARE if share is None else share
+        self.started = time.perf_counter()
+        self.preview_seconds = 0.0
+
+    def allows(self) -> bool:
+        model_seconds = time.perf_counter() - self.started - self.preview_seconds
+        return self.preview_seconds <= self.share * model_seconds
+
+    @contextlib.contextmanager
+    def spending(self):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.preview_seconds += time.perf_counter() - started
 
 
 class Ticket:
@@ -108,6 +138,7 @@ async def _run_group(model: Any, tickets: list[Ticket], counts: Counter) -> Asyn
     abandoned = threading.Event()  # this generator was closed: nobody reads the rest
     row_counts = [len(ticket.call.seeds) for ticket in tickets]
     offsets = [sum(row_counts[:i]) for i in range(len(tickets))]
+    budget = PreviewBudget()
 
     def on_step(step: int, step_count: int, previews) -> bool:
         counts["steps_run"] += 1
@@ -115,15 +146,15 @@ async def _run_group(model: Any, tickets: list[Ticket], counts: Counter) -> Asyn
         if abandoned.is_set() or not present:
             return True
         watching = [j for j in present if tickets[j].call.with_progress]
-        images = previews() if watching and previews is not None else None
-        if images is not None and len(images) != sum(row_counts):
-            images = None  # a family that previews one network call at a time: steps without pictures
-        steps = {}
-        for j in watching:
-            strip = None
-            if images is not None:
-                strip = encode_png(preview_strip(images[offsets[j] : offsets[j] + row_counts[j]])).png
-            steps[j] = Step(step + 1, step_count, strip)
+        strips: dict[int, bytes] = {}
+        if watching and previews is not None and budget.allows():
+            with budget.spending():
+                images = previews()
+                # A family that previews one network call at a time gives steps without pictures.
+                if len(images) == sum(row_counts):
+                    strips = {j: encode_png(preview_strip(images[offsets[j] : offsets[j] + row_counts[j]])).png
+                              for j in watching}  # fmt: skip
+        steps = {j: Step(step + 1, step_count, strips.get(j)) for j in watching}
         if steps:
             loop.call_soon_threadsafe(updates.put_nowait, steps)
         return False

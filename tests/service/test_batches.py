@@ -3,13 +3,14 @@ model in a worker thread: each request its own steps, images and cancel."""
 
 import asyncio
 import io
+import time
 from collections import Counter
 
 import pytest
 from PIL import Image
 
 from dalleflow.models.contract import Sampling, expand
-from dalleflow.service.batches import ImageCall, Ticket, run_calls
+from dalleflow.service.batches import ImageCall, PreviewBudget, Ticket, run_calls
 from dalleflow.service.images import encode_png, png_metadata
 from dalleflow.service.progress import Done, Failed, Step, preview_strip
 from dalleflow.service.workers import ImageWorker
@@ -40,8 +41,10 @@ async def test_streamed_and_plain_requests_share_one_model_call_and_get_their_ow
     events = await collect(tiny_diffusion, [streamed, plain], counts)
     steps = [e for e in events[0] if isinstance(e, Step)]
     assert [(s.step, s.step_count) for s in steps] == [(1, 3), (2, 3), (3, 3)]
-    # The streamed request's preview shows its own two images, not the other's.
-    assert all(Image.open(io.BytesIO(s.preview)).size == (64, 32) for s in steps)
+    # The streamed request's preview shows its own two images, not the other's (the first
+    # step always has one; later ones while previews stay within their share of the time).
+    assert steps[0].preview is not None
+    assert all(Image.open(io.BytesIO(s.preview)).size == (64, 32) for s in steps if s.preview)
     assert [e for e in events[1] if e is not None] == [events[1][-1]] and isinstance(events[1][-1], Done)
     assert counts["steps_run"] == 3 and counts["done"] == 2  # one loop of three steps for both
     # Each answer is the PNG its rows make alone, with the row's seed in its metadata.
@@ -123,6 +126,19 @@ async def test_a_reader_that_leaves_a_stream_stops_the_model(tiny_diffusion):
             break
         await asyncio.sleep(0.1)
     assert worker.counts["cancelled"] == 1 and worker.counts["steps_run"] < 100
+
+
+def test_previews_take_at_most_their_share_of_the_loops_time():
+    budget = PreviewBudget(share=0.25)
+    assert budget.allows()  # the first step always shows one
+    budget.started -= 1.0  # one second into the loop...
+    budget.preview_seconds = 0.3  # ...0.3 s of it on previews: more than a quarter of the model's 0.7 s
+    assert not budget.allows()
+    budget.preview_seconds = 0.15
+    assert budget.allows()
+    with budget.spending():
+        time.sleep(0.05)
+    assert budget.preview_seconds >= 0.2
 
 
 def test_preview_strip_scales_large_images_down():
