@@ -49,7 +49,8 @@ class ImageWorker:
         if not isinstance(self.model, protocol):
             raise TypeError(f"{type(self.model).__name__} is not a {role} (it does not implement {protocol.__name__})")
         if call.role != role:
-            raise ValueError(f"a {call.role} call sent to {role}: " + ("no source image" if role == "refiner" else "a source image"))
+            method = "generate" if role == "generator" else "refine"
+            raise ValueError(f"{method}: the call {'has a' if call.source else 'has no'} source image (a {call.role} call)")
         return call
 
     async def _answer(self, call: ImageCall) -> list[EncodedImage]:

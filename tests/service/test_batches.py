@@ -110,7 +110,7 @@ async def test_the_worker_answers_plain_and_streamed_calls_alike(tiny_diffusion)
     streamed = [event async for event in worker.generate_stream(call(with_progress=True))]
     assert [type(e) for e in streamed] == [Step, Step, Step, Done]
     assert [image.png for image in streamed[-1].output] == [image.png for image in plain]
-    with pytest.raises(ValueError, match="refiner call sent to generator"):
+    with pytest.raises(ValueError, match="generate: the call has a source image"):
         await worker.generate(call(source=plain[0].png, skip_rate=0.5))
     variations = await worker.refine(call(source=plain[0].png, skip_rate=0.5))
     assert len(variations) == 2 and png_metadata(variations[0].png)["prompt"] == PROMPT
