@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from harness import provenance
+
 from dalleflow.models.contract import Sampling, expand
 from dalleflow.models.factory import create_model
 from dalleflow.shapes.evaluate import distinct_scenes, generation_quality, refinement_quality, retrieval_top1
@@ -85,7 +87,10 @@ def main() -> None:
           f"still accepted {refiner['still_accepted']:.1%}, mean abs change {refiner['mean_abs_change']:.1%}")
     print(f"({time.time() - started:.0f} s)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
+    settings = {"num_images": args.num_images, "steps": args.steps, "guidance": args.guidance,
+                "dalle_guidance": dalle_guidance if args.dalle else None, "refine_picks": args.refine_picks,
+                "weights": {"diffusion": args.diffusion, "dalle": args.dalle, "vqgan": args.vqgan, "ranker": args.ranker}}
+    Path(args.out).write_text(json.dumps({**provenance(), "settings": settings, **results}, indent=1))
 
 
 if __name__ == "__main__":
