@@ -63,6 +63,12 @@ class AppConfig(BaseModel):
         return self.generators[shared] if shared else self.refiner
 
 
+def no_refiner_deployment(shared: str) -> str:
+    """Why options for a `refiner` deployment are refused when a generator's model refines."""
+    return (f"there is no 'refiner' deployment: the refiner is the model of generator {shared!r}, "
+            f"loaded once in 'generator-{shared}'; move the refiner's options there")
+
+
 def _models(config: AppConfig) -> list[dict]:
     stages = [(f"generator:{name}", spec) for name, spec in config.generators.items()]
     stages += [("ranker", config.ranker), ("refiner", config.refiner_spec()), ("upscaler", config.upscaler)]
@@ -90,11 +96,7 @@ def compose_app(args: dict | None = None, deployments: list[dict] | None = None)
 
     shared = config.refining_generator()
     if shared and "refiner" in overrides:
-        raise ValueError(
-            f"deployments: there is no 'refiner' deployment: the refiner is the model of generator {shared!r}, "
-            f"loaded once in 'generator-{shared}'; move the refiner's options there, or give the refiner "
-            "a model of its own in args.refiner"
-        )
+        raise ValueError(f"deployments: {no_refiner_deployment(shared)}, or give the refiner a model of its own in args.refiner")
     generators = {
         name: named(ImageModel, f"generator-{name}").bind(
             spec.model_dump(), ["generator", "refiner"] if name == shared else ["generator"]

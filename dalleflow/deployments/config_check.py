@@ -32,7 +32,7 @@ from pydantic import BaseModel, ValidationError
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
-from dalleflow.deployments.app import AppConfig, build_app
+from dalleflow.deployments.app import AppConfig, build_app, no_refiner_deployment
 from dalleflow.deployments.stages import Batching, ImageModel, Ranker, Upscaler
 from dalleflow.models.factory import FAMILIES
 
@@ -92,10 +92,7 @@ def _check_application(application: dict, path: str) -> list[str]:
     built = set(STAGE_DEPLOYMENTS) | {f"generator-{name}" for name in args.generators} | ({"refiner"} if not shared else set())
     names = [d.get("name") for d in deployments if isinstance(d, dict)] if isinstance(deployments, list) else []
     if shared and "refiner" in names:
-        problems.append(
-            f"{path}.deployments: there is no 'refiner' deployment: the refiner is the model of generator {shared!r}, "
-            f"loaded once in 'generator-{shared}'; move the refiner's options there"
-        )
+        problems.append(f"{path}.deployments: {no_refiner_deployment(shared)}")
         names = [name if name != "refiner" else None for name in names]
     for index, name in enumerate(names):
         if name is None:

@@ -48,7 +48,6 @@ class _ModelStage:
         self.model = create_model(self.spec)
         for role in roles:
             check_role(self.model, role)
-        self.roles = list(roles)
         self._batch_sizes: Counter[int] = Counter()
         # Serve tags each with its deployment, replica and application.
         self._batch_seconds = metrics.Histogram(

@@ -120,15 +120,24 @@ def check_rows(prompts: Sequence[str], seeds: Sequence[int], images: Sequence[Im
         raise ValueError(f"images: {len(images)} given for {len(prompts)} prompts (one per variation)")
 
 
-def check_skip_rate(skip_rate: float) -> None:
+def plan_refine(
+    defaults: SamplingDefaults,
+    images: Sequence[Image.Image],
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    skip_rate: float,
+    sampling: Sampling | None,
+) -> tuple[Sampling, int]:
+    """What every family's refine checks and runs: (the sampling with its defaults, the
+    steps kept). skip_rate is the share of the schedule skipped (dalle-flow's meaning;
+    diffusers' strength = 1 - skip_rate): all steps kept is generate's fresh sample, none
+    keeps the image."""
+    check_rows(prompts, seeds, images)
     if not 0.0 <= skip_rate <= 1.0:
         raise ValueError(f"skip_rate must be within [0, 1], got {skip_rate}")
-
-
-def kept_steps(num_inference_steps: int, skip_rate: float) -> int:
-    """The steps a refine runs: skip_rate is the share of the schedule skipped
-    (dalle-flow's meaning; diffusers' strength = 1 - skip_rate)."""
-    return num_inference_steps - min(int(round(skip_rate * num_inference_steps)), num_inference_steps)
+    resolved = defaults.resolve(sampling)
+    steps = resolved.num_inference_steps
+    return resolved, steps - min(int(round(skip_rate * steps)), steps)
 
 
 @runtime_checkable

@@ -39,8 +39,7 @@ from dalleflow.models.contract import (
     SamplingDefaults,
     StepCallback,
     check_rows,
-    check_skip_rate,
-    kept_steps,
+    plan_refine,
 )
 from dalleflow.models.devices import default_device, resolve_dtype
 
@@ -183,11 +182,8 @@ class StableDiffusion:
         """One variation of images[i] per row at the model's own size: skip_rate is
         the share of the schedule skipped (1 keeps the image, 0 is generate's fresh
         sample); diffusers' img2img runs the rest (strength = 1 - skip_rate)."""
-        check_rows(prompts, seeds, images)
-        check_skip_rate(skip_rate)
-        resolved = self.defaults.resolve(sampling)
+        resolved, kept = plan_refine(self.defaults, images, prompts, seeds, skip_rate, sampling)
         steps = resolved.num_inference_steps
-        kept = kept_steps(steps, skip_rate)
         if kept == steps:
             return self.generate(prompts, seeds, sampling, callback)
         images = [self._at_model_size(image) for image in images]

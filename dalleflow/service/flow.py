@@ -127,13 +127,8 @@ class Flow:
         started = time.perf_counter()
         variations: list[EncodedImage] = []
         parameters = request.model_dump(exclude={"prompt", "seed", "image", "image_id"})
-        call = ImageCall(
-            prompt=request.prompt, seeds=tuple(expand([request.prompt], request.num_images, seed)[1]),
-            ids=tuple(new_image_id() for _ in range(request.num_images)), sampling=_sampling(request),
-            source=source, skip_rate=request.skip_rate, with_progress=with_progress,
-            metadata={"prompt": request.prompt, "generator": "refiner", "source_id": request.image_id,
-                      "parameters": parameters},
-        )  # fmt: skip
+        call = _image_call(request, seed, "refiner", parameters, with_progress,
+                           source=source, skip_rate=request.skip_rate, source_id=request.image_id)  # fmt: skip
         try:
             steps = self._stage_events(self.refiner, "refine", "refiner", with_progress, call)
             async with aclosing(steps):
@@ -202,13 +197,8 @@ class Flow:
     ) -> tuple[StageReport, list[EncodedImage]]:
         started = time.perf_counter()
         images: list[EncodedImage] = []
-        call = ImageCall(
-            prompt=request.prompt, seeds=tuple(expand([request.prompt], request.num_images, seed)[1]),
-            ids=tuple(new_image_id() for _ in range(request.num_images)), sampling=_sampling(request),
-            with_progress=emit is not None,
-            metadata={"prompt": request.prompt, "generator": name,
-                      "parameters": request.model_dump(exclude={"prompt", "seed", "generators"})},
-        )  # fmt: skip
+        parameters = request.model_dump(exclude={"prompt", "seed", "generators"})
+        call = _image_call(request, seed, name, parameters, with_progress=emit is not None)
         try:
             async with asyncio.timeout(self.generator_timeout_s):
                 steps = self._stage_events(self.generators[name], "generate", name, emit is not None, call)
@@ -298,10 +288,17 @@ def _generated(images: list[EncodedImage], seed: int, with_progress: bool) -> li
     ]
 
 
-def _sampling(request: GenerateRequest | DiffuseRequest) -> Sampling:
-    """The request's sampling fields; one it left None takes the model's own default."""
-    return Sampling(
-        num_inference_steps=request.num_inference_steps,
-        guidance_scale=request.guidance_scale,
-        negative_prompt=request.negative_prompt,
+def _image_call(
+    request: GenerateRequest | DiffuseRequest, seed: int, generator: str, parameters: dict, with_progress: bool,
+    source: bytes | None = None, skip_rate: float | None = None, source_id: str | None = None,
+) -> ImageCall:
+    """A request's ask of one image model: image i seeded seed + i, each with the id it will be
+    stored under, sampling fields left None taking the model's own defaults."""
+    source_of = {"source_id": source_id} if source is not None else {}
+    return ImageCall(
+        prompt=request.prompt, seeds=tuple(expand([request.prompt], request.num_images, seed)[1]),
+        ids=tuple(new_image_id() for _ in range(request.num_images)),
+        sampling=Sampling(request.num_inference_steps, request.guidance_scale, request.negative_prompt),
+        metadata={"prompt": request.prompt, "generator": generator, **source_of, "parameters": parameters},
+        source=source, skip_rate=skip_rate, with_progress=with_progress,
     )

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-from dalleflow.models.contract import ImageToImage, Ranker, TextToImage, Upscaler
+from dalleflow.models.contract import ImageToImage, Ranker, TextToImage, Upscaler, check_role
 from dalleflow.service.batches import ImageCall, Ticket, run_calls
 from dalleflow.service.images import encode_png, open_png, png_metadata
 from dalleflow.service.progress import Done, EncodedImage, Failed, Step
@@ -45,9 +45,7 @@ class ImageWorker:
         return {key: self.counts[key] for key in ("steps_run", "done", "failed", "cancelled")}
 
     def _checked(self, call: ImageCall, role: str) -> ImageCall:
-        protocol = TextToImage if role == "generator" else ImageToImage
-        if not isinstance(self.model, protocol):
-            raise TypeError(f"{type(self.model).__name__} is not a {role} (it does not implement {protocol.__name__})")
+        check_role(self.model, role)
         if call.role != role:
             method = "generate" if role == "generator" else "refine"
             raise ValueError(f"{method}: the call {'has a' if call.source else 'has no'} source image (a {call.role} call)")

@@ -31,8 +31,7 @@ from dalleflow.models.contract import (
     SamplingDefaults,
     StepCallback,
     check_rows,
-    check_skip_rate,
-    kept_steps,
+    plan_refine,
 )
 from dalleflow.models.devices import default_device, resolve_dtype
 from dalleflow.models.diffusion.pixel_space import CoordinateUNet, PixelSpace
@@ -232,11 +231,8 @@ class ShapesDiffusion:
         """One variation of images[i] per row: skip_rate is the share of the schedule
         skipped (1 keeps the image, 0 is generate's fresh sample), the rest solved
         stochastically, so variations differ from the input and from each other."""
-        check_rows(prompts, seeds, images)
-        check_skip_rate(skip_rate)
-        resolved = self.defaults.resolve(sampling)
+        resolved, kept = plan_refine(self.defaults, images, prompts, seeds, skip_rate, sampling)
         steps = resolved.num_inference_steps
-        kept = kept_steps(steps, skip_rate)
         if kept == steps:
             return self.generate(prompts, seeds, sampling, callback)
         clean = self.space.encode(torch.stack([from_pil(image, self.config.image_size) for image in images]).to(self.device))
