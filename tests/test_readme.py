@@ -141,3 +141,34 @@ def test_the_script_that_makes_the_readme_picture_still_runs(tmp_path):
     scores = [float(score) for _, _, score, _ in ranked]
     assert scores == sorted(scores, reverse=True)
     assert Image.open(out).size == (4 * 128, 2 * 128)
+
+
+def test_the_diffusers_config_example_loads_on_tiny_checkpoints_of_its_models(tmp_path):
+    """The YAML of "Today's models", its /models paths pointing at tiny pipelines of the
+    same kinds (a fp16-variant SDXL folder, a FLUX folder, a LoRA for the SDXL UNet)."""
+    import yaml
+    from diffusers import DiffusionPipeline, StableDiffusionXLPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from dalleflow.deployments.app import AppConfig
+    from dalleflow.models.factory import create_model
+    from tests.tiny_checkpoints import save_tiny_pipeline
+
+    (example,) = [block for block in blocks("yaml") if "family: diffusers" in block]
+    root = tmp_path / "models"
+    sdxl = save_tiny_pipeline("sdxl", tmp_path / "sdxl", variant="fp16")
+    save_tiny_pipeline("flux", tmp_path / "flux").rename(tmp_path / "flux" / "FLUX.1-schnell")
+    pipeline = DiffusionPipeline.from_pretrained(sdxl, variant="fp16")
+    pipeline.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False, target_modules=["to_q", "to_v"]))
+    StableDiffusionXLPipeline.save_lora_weights(root / "lora" / "pixel-art", unet_lora_layers=get_peft_model_state_dict(pipeline.unet))
+    sdxl.rename(root / "stable-diffusion-xl-base-1.0")
+    (tmp_path / "flux" / "FLUX.1-schnell").rename(root / "FLUX.1-schnell")
+
+    config = AppConfig.model_validate(yaml.safe_load(example.replace("/models/", f"{root}/")))
+    assert config.refining_generator() == "sdxl"
+    models = {name: create_model(spec) for name, spec in config.generators.items()}
+    assert (models["sdxl"].height, models["sdxl"].width) == (768, 1024)
+    assert models["sdxl"].pipeline.vae.use_slicing
+    assert type(models["sdxl"].pipeline.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert (models["flux-schnell"].defaults.num_inference_steps, models["flux-schnell"].defaults.guidance_scale) == (4, 0.0)

@@ -5,6 +5,9 @@ loaders read them exactly as they read the real ones.
 - Stable Diffusion: a diffusers `save_pretrained` folder (model_index.json, unet/,
   vae/, text_encoder/, scheduler/) with a tokenizer/ of vocab.json + merges.txt as
   Stable Diffusion v1.5 ships it.
+- SDXL, SD3 and FLUX.1: diffusers folders of each family's own pipeline class, at
+  the sizes diffusers' own fast tests use (CLIP tokenizers as above, a T5 tokenizer.json
+  of single characters), each saved by save_tiny_pipeline.
 - Swin2SR: a transformers folder (config.json, model.safetensors,
   preprocessor_config.json), as caidas/swin2SR-* ship it.
 - DALL·E mini / Mega and its VQGAN: DALLE_FIXTURES holds dalle-tiny/ and vqgan-tiny/,
@@ -88,6 +91,127 @@ def save_tiny_stable_diffusion(base: Path, variant: str | None = None):
     shutil.rmtree(folder / "tokenizer")
     shutil.copytree(base / "vocab", folder / "tokenizer")
     return pipeline, folder
+
+
+def _tiny_clip_config(vocab_size: int, projection_dim: int = 32):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+        max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=projection_dim,
+    )
+
+
+def _tiny_t5(folder: Path):
+    """(a T5 encoder of width 32, its tokenizer of single characters saved in folder)."""
+    from transformers import T5Config, T5EncoderModel, T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(char, -1.0) for char in "\u2581" + string.ascii_lowercase + string.digits + ",.'-"]
+    T5TokenizerFast(vocab=pieces, extra_ids=0).save_pretrained(folder)
+    encoder = T5EncoderModel(T5Config(
+        vocab_size=len(pieces), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    ))
+    return encoder, T5TokenizerFast.from_pretrained(folder)
+
+
+def _tiny_flow_vae(latent_channels: int):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, block_out_channels=(4, 8), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=latent_channels, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+        shift_factor=0.0609, scaling_factor=1.5035,
+    )
+
+
+def build_tiny_sdxl(tokenizer_folder: Path):
+    """SDXL's two CLIP text encoders (the second with a projection: the pooled embedding)
+    and its UNet with the text-and-time additional embedding."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    vocab_size = write_sd_tokenizer(tokenizer_folder)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8), layers_per_block=1, sample_size=SD_IMAGE_SIZE // 2, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=6 * 8 + 32,
+        cross_attention_dim=64, norm_num_groups=1,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(4, 8), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+    )
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_folder)
+    pipeline = StableDiffusionXLPipeline(
+        unet=unet, vae=vae, text_encoder=CLIPTextModel(_tiny_clip_config(vocab_size)), tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(_tiny_clip_config(vocab_size)), tokenizer_2=tokenizer,
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                         timestep_spacing="leading", steps_offset=1),
+    )  # fmt: skip
+    return pipeline
+
+
+def build_tiny_sd3(tokenizer_folder: Path):
+    """SD3's MMDiT over two CLIP encoders (pooled) and a T5 encoder, with flow matching."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    vocab_size = write_sd_tokenizer(tokenizer_folder / "clip")
+    t5, t5_tokenizer = _tiny_t5(tokenizer_folder / "t5")
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=SD_IMAGE_SIZE // 2, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8,
+        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64,
+        out_channels=4, pos_embed_max_size=16,
+    )
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_folder / "clip")
+    return StableDiffusion3Pipeline(
+        transformer=transformer, vae=_tiny_flow_vae(4), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        text_encoder=CLIPTextModelWithProjection(_tiny_clip_config(vocab_size)), tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(_tiny_clip_config(vocab_size)), tokenizer_2=tokenizer,
+        text_encoder_3=t5, tokenizer_3=t5_tokenizer,
+    )  # fmt: skip
+
+
+def build_tiny_flux(tokenizer_folder: Path):
+    """FLUX.1's transformer over a CLIP (pooled) and a T5 encoder, with FLUX.1-dev's
+    guidance embedding."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    vocab_size = write_sd_tokenizer(tokenizer_folder / "clip")
+    t5, t5_tokenizer = _tiny_t5(tokenizer_folder / "t5")
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+        guidance_embeds=True,
+    )
+    return FluxPipeline(
+        transformer=transformer, vae=_tiny_flow_vae(1), scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+        text_encoder=CLIPTextModel(_tiny_clip_config(vocab_size)), tokenizer=CLIPTokenizer.from_pretrained(tokenizer_folder / "clip"),
+        text_encoder_2=t5, tokenizer_2=t5_tokenizer,
+    )  # fmt: skip
+
+
+TINY_PIPELINES = {"sdxl": build_tiny_sdxl, "sd3": build_tiny_sd3, "flux": build_tiny_flux}
+
+
+def save_tiny_pipeline(kind: str, base: Path, variant: str | None = None) -> Path:
+    """A tiny random pipeline of the kind (sdxl, sd3, flux) saved as a diffusers folder,
+    base/checkpoint; its tokenizers are files as the hub's folders ship them.
+    variant="fp16": half-precision *.fp16.safetensors only, as SDXL's fp16 folders hold."""
+    pipeline = TINY_PIPELINES[kind](base / "vocab")
+    folder = base / "checkpoint"
+    if variant == "fp16":
+        pipeline.to(dtype=torch.float16)
+    pipeline.save_pretrained(folder, variant=variant)
+    return folder
 
 
 def build_tiny_swin2sr():

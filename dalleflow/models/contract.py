@@ -140,6 +140,27 @@ def plan_refine(
     return resolved, steps - min(int(round(skip_rate * steps)), steps)
 
 
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What of a request an image model honours, so a serving layer can refuse the rest
+    (a 4xx naming the field) before anything runs, rather than ignore it. A family
+    without a `capabilities` attribute honours all of it."""
+
+    negative_prompt: bool = True
+    progress: bool = True  # takes a step callback (progress and cancel between steps)
+    refine: bool = True  # an ImageToImage that can run (diffusers has a twin for the pipeline)
+
+    def refusal(self, sampling: Sampling) -> str | None:
+        """The field of sampling this model cannot honour, or None."""
+        if sampling.negative_prompt and not self.negative_prompt:
+            return "negative_prompt"
+        return None
+
+
+def capabilities_of(model: object) -> Capabilities:
+    return getattr(model, "capabilities", None) or Capabilities()
+
+
 @runtime_checkable
 class TextToImage(Protocol):
     defaults: SamplingDefaults

@@ -21,7 +21,7 @@ WEIGHTS_FOLDER = Path(__file__).resolve().parent.parent / "weights"
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    family: str = Field(description="Which code loads it: shapes-diffusion, open-clip, realesrgan, stable-diffusion, swin2sr, dalle.")
+    family: str = Field(description="Which code loads it: shapes-diffusion, dalle, diffusers (stable-diffusion: the same), open-clip, realesrgan, swin2sr.")
     weights: str = Field("", description="Weight source: embedded:NAME, local-dir:PATH, or a hub id.")
     options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments for the loader.")
 
@@ -62,10 +62,16 @@ def _realesrgan(spec: ModelSpec):
     return RealEsrganUpscaler(**spec.options)
 
 
-def _stable_diffusion(spec: ModelSpec):
-    from dalleflow.models.stable_diffusion import StableDiffusion
+def _diffusers(spec: ModelSpec):
+    """Any diffusers text-to-image pipeline folder or hub id; options go to
+    DiffusersModel.from_pretrained, each LoRA's weights a weight source string too."""
+    from dalleflow.models.diffusers_pipeline import DiffusersModel
 
-    return StableDiffusion.from_pretrained(resolve_weights(spec.weights), **spec.options)
+    options = dict(spec.options)
+    loras = [dict(lora) for lora in options.pop("loras", [])]
+    for lora in loras:
+        lora["weights"] = resolve_weights(lora.get("weights", ""))
+    return DiffusersModel.from_pretrained(resolve_weights(spec.weights), loras=loras, **options)
 
 
 def _swin2sr(spec: ModelSpec):
@@ -91,7 +97,9 @@ FAMILIES = {
     "shapes-diffusion": _shapes_diffusion,
     "open-clip": _open_clip,
     "realesrgan": _realesrgan,
-    "stable-diffusion": _stable_diffusion,
+    "diffusers": _diffusers,
+    # The name configs used when only Stable Diffusion 1.x/2.x was served: the same loader.
+    "stable-diffusion": _diffusers,
     "swin2sr": _swin2sr,
     "dalle": _dalle,
 }

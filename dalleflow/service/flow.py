@@ -43,7 +43,7 @@ from dalleflow_client.schemas import (
     UpscaleRequest,
     UpscaleResponse,
 )
-from dalleflow.models.contract import Sampling, expand
+from dalleflow.models.contract import Capabilities, Sampling, expand
 from dalleflow.service.batches import ImageCall
 from dalleflow.service.errors import InvalidInput, StageUnavailable
 from dalleflow.service.images import base64_of, checked_image_bytes, new_image_id
@@ -61,6 +61,8 @@ class Flow:
     store: ImageStore
     models: list[ModelInfo] = field(default_factory=list)
     generator_timeout_s: float = 120.0
+    # Each image stage's Capabilities, asked once: a stage's model is fixed by its config.
+    _capabilities: dict[str, Capabilities] = field(default_factory=dict, repr=False)
 
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         return await final_result(await self.generate_events(request, with_progress=False))
@@ -71,12 +73,14 @@ class Flow:
     async def generate_events(self, request: GenerateRequest, with_progress: bool = True) -> AsyncIterator[StreamEvent]:
         """Checks the request now (InvalidInput before any event), then gives its run as events."""
         names = self._chosen_generators(request.generators)
+        await self._refuse_what_is_not_honoured(request, {name: self.generators[name] for name in names})
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         return self._generate_run(request, names, seed, with_progress)
 
     async def diffuse_events(self, request: DiffuseRequest, with_progress: bool = True) -> AsyncIterator[StreamEvent]:
         """Loads the image now (NotFound, InvalidInput before any event), then gives the run as events."""
         source = await self._input_png(request.image, request.image_id)
+        await self._refuse_what_is_not_honoured(request, {"refiner": self.refiner})
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
         return self._diffuse_run(request, source, seed, with_progress)
 
@@ -180,6 +184,29 @@ class Flow:
 
         answers = await asyncio.gather(*(is_ready(stage) for stage in stages.values()))
         return dict(zip(stages, answers))
+
+    async def _refuse_what_is_not_honoured(self, request: GenerateRequest | DiffuseRequest, stages: dict[str, Stage]):
+        """InvalidInput naming the field when a chosen model cannot honour it (FLUX without
+        true guidance has no negative prompt, say): refused, never silently ignored."""
+        sampling = Sampling(request.num_inference_steps, request.guidance_scale, request.negative_prompt)
+        for name, stage in stages.items():
+            capabilities = await self._capabilities_of(name, stage)
+            refused = capabilities.refusal(sampling) if capabilities else None
+            if refused:
+                raise InvalidInput(
+                    f"{refused}: the {'refiner' if name == 'refiner' else f'generator {name!r}'} does not honour it; "
+                    "leave it out" + (" or choose other generators" if name != "refiner" else ""),
+                    field=refused,
+                )
+
+    async def _capabilities_of(self, name: str, stage: Stage) -> Capabilities | None:
+        if name not in self._capabilities:
+            try:
+                async with asyncio.timeout(self.generator_timeout_s):
+                    self._capabilities[name] = await stage.call("capabilities")
+            except Exception:  # a stage that cannot answer fails the run itself, as reported there
+                return None
+        return self._capabilities[name]
 
     def _chosen_generators(self, requested: list[str] | None) -> list[str]:
         if requested is None:

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-from dalleflow.models.contract import ImageToImage, Ranker, TextToImage, Upscaler, check_role
+from dalleflow.models.contract import Capabilities, ImageToImage, Ranker, TextToImage, Upscaler, capabilities_of, check_role
 from dalleflow.service.batches import ImageCall, Ticket, run_calls
 from dalleflow.service.images import encode_png, open_png, png_metadata
 from dalleflow.service.progress import Done, EncodedImage, Failed, Step
@@ -39,6 +39,10 @@ class ImageWorker:
     async def refine_stream(self, call: ImageCall) -> AsyncIterator[Step | Done]:
         async for event in self._events(self._checked(call, "refiner")):
             yield event
+
+    def capabilities(self) -> Capabilities:
+        """What of a request the model honours (the flow refuses the rest up front)."""
+        return capabilities_of(self.model)
 
     def step_counts(self) -> dict[str, int]:
         """Steps this model's loops ran, and how many requests ended done, failed or cancelled."""

@@ -158,7 +158,8 @@ def test_the_gpu_config_reads_weights_and_stores_images_on_the_workers_volumes()
     assert all(0 < d["ray_actor_options"]["num_gpus"] <= 1 for d in gpu_stages)
 
 
-SERVE_CONFIGS = [(where, config) for path in (REPO / "serve_config.yaml", GPU_SERVE_CONFIG, CLUSTER / "rayservice.yaml")
+MODERN_SERVE_CONFIG = CLUSTER / "serve_config.modern.yaml"
+SERVE_CONFIGS = [(where, config) for path in (REPO / "serve_config.yaml", GPU_SERVE_CONFIG, MODERN_SERVE_CONFIG, CLUSTER / "rayservice.yaml")
                  for where, config in serve_configs_in(path)]
 
 
@@ -225,3 +226,11 @@ def test_a_jax_generator_shares_the_gpu_without_preallocating_it():
     (container,) = spec["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"]
     env = {variable["name"]: variable.get("value") for variable in container["env"]}
     assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+
+
+def test_the_modern_config_fits_its_gpu_stages_on_one_gpu_at_their_most_replicas():
+    deployments = yaml.safe_load(MODERN_SERVE_CONFIG.read_text())["applications"][0]["deployments"]
+    shares = {d["name"]: d["ray_actor_options"].get("num_gpus", 0) * d["autoscaling_config"]["max_replicas"]
+              for d in deployments}
+    assert set(shares) == {"ingress", "generator-flux-schnell", "generator-sdxl", "ranker", "upscaler"}
+    assert shares["ingress"] == 0 and 0 < sum(shares.values()) <= 1.0

@@ -68,6 +68,20 @@ def _stable_diffusion(folder: Path):
     return create_model({"family": "stable-diffusion", "weights": f"local-dir:{checkpoint}", "options": {"images_per_call": 2}})
 
 
+def _diffusers(kind: str, **options):
+    """A loader of the tiny `kind` pipeline (tests/tiny_checkpoints.py) through the diffusers family."""
+
+    def load(folder: Path):
+        from dalleflow.models.factory import create_model
+        from tests.tiny_checkpoints import save_tiny_pipeline
+
+        checkpoint = save_tiny_pipeline(kind, folder)
+        return create_model({"family": "diffusers", "weights": f"local-dir:{checkpoint}",
+                             "options": {"images_per_call": 2, **options}})  # fmt: skip
+
+    return load
+
+
 def _chunks(rows: int, per_call: int) -> int:
     return -(-rows // per_call)
 
@@ -81,6 +95,12 @@ FAMILIES = [
     Family("stable-diffusion", _stable_diffusion, ("generator", "refiner"),
            Sampling(num_inference_steps=3, guidance_scale=3.0, negative_prompt=OTHERS[0]),
            lambda rows, per_call: 3 * _chunks(rows, per_call)),
+    # Today's diffusers families: SDXL's UNet, SD3's and FLUX's flow-matching transformers
+    # (FLUX.1-dev's guidance embedding; its negative prompt through true guidance).
+    *(Family(kind, _diffusers(kind, **options), ("generator", "refiner"),
+             Sampling(num_inference_steps=3, guidance_scale=3.0, negative_prompt=OTHERS[0]),
+             lambda rows, per_call: 3 * _chunks(rows, per_call))
+      for kind, options in (("sdxl", {}), ("sd3", {}), ("flux", {"image_size": 32, "true_cfg_scale": 2.0}))),
 ]  # fmt: skip
 REFINERS = [family for family in FAMILIES if "refiner" in family.roles]
 
