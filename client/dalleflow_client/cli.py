@@ -78,6 +78,7 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument(
         "--generators", metavar="NAMES", type=lambda text: text.split(","), help="comma-separated (default: all enabled)"
     )
+    _add_size_options(generate)
     generate.set_defaults(func=_run_generate)
 
     diffuse = subparsers.add_parser("diffuse", parents=[common, sampling], help="ranked variations of an image")
@@ -129,6 +130,16 @@ def _reporting_errors(command: Callable[[argparse.Namespace], None]) -> Callable
     return run
 
 
+def _add_size_options(parser: argparse.ArgumentParser) -> None:
+    for side in ("height", "width"):
+        parser.add_argument(f"--{side}", metavar="PX", type=int,
+                            help=f"image {side} (default: each generator's own; one that cannot make it is refused)")  # fmt: skip
+
+
+def _size_options(args: argparse.Namespace) -> dict:
+    return {side: getattr(args, side) for side in ("height", "width") if getattr(args, side, None) is not None}
+
+
 def _sampling_options(args: argparse.Namespace) -> dict:
     return dict(
         num_images=args.num_images,
@@ -142,7 +153,8 @@ def _sampling_options(args: argparse.Namespace) -> dict:
 @_reporting_errors
 def _run_generate(args: argparse.Namespace) -> None:
     with Client(args.url, api_key=args.api_key) as client, ProgressBars() as bars:
-        result = bars.follow(client.generate_stream(args.prompt, generators=args.generators, **_sampling_options(args)))
+        result = bars.follow(client.generate_stream(
+            args.prompt, generators=args.generators, **_sampling_options(args), **_size_options(args)))
     _save_and_show(result, args)
 
 
@@ -163,6 +175,7 @@ def _add_jobs_command(subparsers, common: argparse.ArgumentParser, sampling: arg
     submit.add_argument(
         "--generators", metavar="NAMES", type=lambda text: text.split(","), help="comma-separated (default: all enabled)"
     )
+    _add_size_options(submit)
     submit.add_argument("--image", metavar="IMAGE_OR_ID", help="make variations of this image: a file or an image id")
     submit.add_argument(
         "--skip-rate", metavar="RATE", type=float, default=_default(DiffuseRequest, "skip_rate"),
@@ -194,7 +207,8 @@ def _show_job(job: Job, args: argparse.Namespace) -> None:
 def _run_job_submit(args: argparse.Namespace) -> None:
     with Client(args.url, api_key=args.api_key) as client:
         if args.image is None:
-            job = client.submit_generate(args.prompt, generators=args.generators, **_sampling_options(args))
+            job = client.submit_generate(args.prompt, generators=args.generators, **_sampling_options(args),
+                                         **_size_options(args))
         else:
             job = client.submit_diffuse(args.image, args.prompt, skip_rate=args.skip_rate, **_sampling_options(args))
     _show_job(job, args) if args.json else print(job.id)

@@ -210,6 +210,8 @@ class Client:
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
         *,
         timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
     ) -> Result:
@@ -217,6 +219,7 @@ class Client:
         return self._send(generate_call(
             prompt=prompt, num_images=num_images, generators=generators, seed=seed,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+            height=height, width=width,
         ), timeout)  # fmt: skip
 
     def diffuse(
@@ -272,6 +275,8 @@ class Client:
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
         *,
         timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
     ) -> Iterator[Event]:
@@ -281,6 +286,7 @@ class Client:
         return self._stream(generate_call(
             prompt=prompt, num_images=num_images, generators=generators, seed=seed,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+            height=height, width=width,
         ), timeout)  # fmt: skip
 
     def diffuse_stream(
@@ -379,6 +385,8 @@ class AsyncClient:
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
         *,
         timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
     ) -> Result:
@@ -386,6 +394,7 @@ class AsyncClient:
         return await self._send(generate_call(
             prompt=prompt, num_images=num_images, generators=generators, seed=seed,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+            height=height, width=width,
         ), timeout)  # fmt: skip
 
     async def diffuse(
@@ -439,6 +448,8 @@ class AsyncClient:
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
         *,
         timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[Event]:
@@ -446,6 +457,7 @@ class AsyncClient:
         return self._stream(generate_call(
             prompt=prompt, num_images=num_images, generators=generators, seed=seed,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+            height=height, width=width,
         ), timeout)  # fmt: skip
 
     def diffuse_stream(

@@ -19,6 +19,7 @@ MAX_DIFFUSE_IMAGES = 36
 MAX_SEED = 2**32 - 1
 MAX_INFERENCE_STEPS = 100
 MAX_GUIDANCE_SCALE = 30.0
+MAX_IMAGE_SIDE = 2048
 # A base64 PNG up to this many characters (about 6 MB of PNG) is accepted.
 MAX_IMAGE_BASE64_CHARS = 8_000_000
 # Decoded images up to this many pixels (a 2048 x 2048 picture); larger ones are
@@ -51,6 +52,12 @@ class GenerateRequest(_Sampling):
     prompt: str = Prompt
     num_images: int = Field(4, ge=1, le=MAX_GENERATE_IMAGES, description="Images per generator.")
     generators: list[str] | None = Field(None, description="Generator names; None means every enabled one.")
+    height: int | None = Field(
+        None, ge=1, le=MAX_IMAGE_SIDE,
+        description="Image height in pixels; None: each generator's own. A chosen generator that cannot make it "
+        "(a fixed-size model, or a side outside its family's limits) answers 422 naming them.",
+    )
+    width: int | None = Field(None, ge=1, le=MAX_IMAGE_SIDE, description="Image width in pixels; as height.")
 
 
 class _ImageInput(_Request):

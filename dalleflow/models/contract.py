@@ -52,6 +52,8 @@ class Sampling:
     num_inference_steps: int | None = None  # denoising steps (ignored by autoregressive families)
     guidance_scale: float | None = None  # classifier-free guidance; 1 turns it off
     negative_prompt: str | None = None  # what guidance steers away from ("" or None: the empty prompt)
+    height: int | None = None  # pixels; None: the model's own size (SizeLimits says what else it makes)
+    width: int | None = None
 
     def __post_init__(self):
         if self.num_inference_steps is not None and (
@@ -62,6 +64,10 @@ class Sampling:
             raise ValueError(f"guidance_scale must be at least 0, got {self.guidance_scale!r}")
         if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
             raise ValueError(f"negative_prompt must be a string, got {type(self.negative_prompt).__name__}")
+        for name in ("height", "width"):
+            side = getattr(self, name)
+            if side is not None and (not isinstance(side, int) or side < 1):
+                raise ValueError(f"{name} must be a positive integer, got {side!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +94,8 @@ class SamplingDefaults:
             num_inference_steps=sampling.num_inference_steps or self.num_inference_steps,
             guidance_scale=self.guidance_scale if sampling.guidance_scale is None else sampling.guidance_scale,
             negative_prompt=sampling.negative_prompt or "",
+            height=sampling.height,
+            width=sampling.width,
         )
 
 
@@ -141,20 +149,54 @@ def plan_refine(
 
 
 @dataclasses.dataclass(frozen=True)
+class SizeLimits:
+    """The image sizes a model makes: its own, and where it makes others (multiple > 0),
+    every side a multiple of `multiple` from `multiple` to `largest`."""
+
+    own: tuple[int, int] | None = None  # (height, width); None where the model says nothing of it
+    multiple: int = 0  # 0: its own size only
+    largest: int = 0
+
+    def refusal(self, height: int | None, width: int | None) -> tuple[str, str] | None:
+        """(the side, why) for a size the model cannot make; None when it can."""
+        for index, (name, side) in enumerate((("height", height), ("width", width))):
+            if side is None:
+                continue
+            if not self.multiple:
+                if self.own is None or side != self.own[index]:
+                    own = f" ({self.own[0]}x{self.own[1]})" if self.own else ""
+                    return name, f"{side} px: it makes images of its own size only{own}"
+            elif side < self.multiple or side > self.largest or side % self.multiple:
+                return name, f"{side} px is outside its limits: a multiple of {self.multiple} from {self.multiple} to {self.largest}"
+        return None
+
+    def size_of(self, sampling: Sampling | None) -> tuple[int, int]:
+        """(height, width) a call with this sampling makes; ValueError naming a side it cannot."""
+        sampling = sampling or Sampling()
+        refused = self.refusal(sampling.height, sampling.width)
+        if refused:
+            raise ValueError(f"{refused[0]}: {refused[1]}")
+        if self.own is None:
+            raise ValueError("this model's own size is not known")
+        return sampling.height or self.own[0], sampling.width or self.own[1]
+
+
+@dataclasses.dataclass(frozen=True)
 class Capabilities:
     """What of a request an image model honours, so a serving layer can refuse the rest
     (a 4xx naming the field) before anything runs, rather than ignore it. A family
-    without a `capabilities` attribute honours all of it."""
+    without a `capabilities` attribute honours all of it but sizes: its own only."""
 
     negative_prompt: bool = True
     progress: bool = True  # takes a step callback (progress and cancel between steps)
     refine: bool = True  # an ImageToImage that can run (diffusers has a twin for the pipeline)
+    size: SizeLimits = SizeLimits()
 
-    def refusal(self, sampling: Sampling) -> str | None:
-        """The field of sampling this model cannot honour, or None."""
+    def refusal(self, sampling: Sampling) -> tuple[str, str] | None:
+        """(the field of sampling this model cannot honour, why), or None."""
         if sampling.negative_prompt and not self.negative_prompt:
-            return "negative_prompt"
-        return None
+            return "negative_prompt", "it takes none as configured"
+        return self.size.refusal(sampling.height, sampling.width)
 
 
 def capabilities_of(model: object) -> Capabilities:

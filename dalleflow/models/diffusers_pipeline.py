@@ -55,6 +55,7 @@ from dalleflow.models.contract import (
     Interrupted,
     Sampling,
     SamplingDefaults,
+    SizeLimits,
     StepCallback,
     check_rows,
     plan_refine,
@@ -139,7 +140,6 @@ class DiffusersModel:
         if true_cfg_scale is not None and "true_cfg_scale" not in self._call:
             raise ValueError(f"true_cfg_scale: {self.text_to_image.__name__} has no true classifier-free guidance")
         self.true_cfg_scale = true_cfg_scale
-        self.multiple, self.max_side = self.size_limits()
         self.height, self.width = self._checked_size(image_size)
         if images_per_call is None:
             images_per_call = 1 if self.device.type == "cpu" else 8
@@ -221,31 +221,32 @@ class DiffusersModel:
             and ("true_cfg_scale" not in self._call or (self.true_cfg_scale or 1.0) > 1),
             progress="callback_on_step_end" in self._call,
             refine=self.image_to_image is not None,
+            size=self.size_limits(),
         )
 
-    def size_limits(self) -> tuple[int, int]:
-        """(the multiple every side must be, the largest side) of this family: the
-        VAE's factor times the transformer's patch (SD3), FLUX's 2x2 packing included
-        in its image processor's factor; the largest side where the model has a
-        positional table (SD3's pos_embed_max_size), else 4096."""
-        patch = getattr(getattr(self.pipeline, "transformer", None), "config", {}).get("patch_size", 1) or 1
+    def size_limits(self, own: tuple[int, int] | None = None) -> SizeLimits:
+        """This family's sizes: every side a multiple of the VAE's factor times the
+        transformer's patch (SD3; FLUX's 2x2 packing is in its image processor's factor),
+        at most what the model's positional table holds (SD3's pos_embed_max_size), else 4096."""
+        transformer = getattr(getattr(self.pipeline, "transformer", None), "config", {})
+        patch = transformer.get("patch_size", 1) or 1
         multiple = self.pipeline.image_processor.config.vae_scale_factor * patch
-        table = getattr(getattr(self.pipeline, "transformer", None), "config", {}).get("pos_embed_max_size")
+        if getattr(self.pipeline, "unet", None) is not None:
+            multiple = math.lcm(multiple, 8)  # SD's and SDXL's check_inputs ask for 8, whatever the VAE's factor
+        table = transformer.get("pos_embed_max_size")
         largest = table * patch * self.pipeline.vae_scale_factor if table else 4096
-        return multiple, largest
+        return SizeLimits(own=own or (self.height, self.width), multiple=multiple, largest=largest)
 
     def _checked_size(self, image_size: int | Sequence[int] | None) -> tuple[int, int]:
+        denoiser = getattr(self.pipeline, "unet", None) or self.pipeline.transformer
+        side = (getattr(self.pipeline, "default_sample_size", None) or denoiser.config.sample_size) * self.pipeline.vae_scale_factor
         if image_size is None:
-            denoiser = getattr(self.pipeline, "unet", None) or self.pipeline.transformer
-            side = getattr(self.pipeline, "default_sample_size", None) or denoiser.config.sample_size
-            return side * self.pipeline.vae_scale_factor, side * self.pipeline.vae_scale_factor
+            return side, side
         height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        for name, side in (("height", height), ("width", width)):
-            if not isinstance(side, int) or side < self.multiple or side > self.max_side or side % self.multiple:
-                raise ValueError(
-                    f"image_size: {name} {side!r} is outside {self.text_to_image.__name__}'s limits: "
-                    f"a multiple of {self.multiple} from {self.multiple} to {self.max_side}"
-                )
+        refused = self.size_limits(own=(side, side)).refusal(height, width)
+        if refused or not all(isinstance(value, int) for value in (height, width)):
+            name, why = refused or ("size", f"{image_size!r} is not one or two integers")
+            raise ValueError(f"image_size: {name} {why} ({self.text_to_image.__name__})")
         return height, width
 
     def _pipeline(self, task: type):
@@ -308,16 +309,17 @@ class DiffusersModel:
         sampling: Sampling | None = None,
         callback: StepCallback | None = None,
     ) -> list[Image.Image]:
-        """One image per (prompts[i], seeds[i]), at the model's size."""
+        """One image per (prompts[i], seeds[i]), at the sampling's size, else the model's."""
         check_rows(prompts, seeds)
         sampling = self.defaults.resolve(sampling)
+        height, width = self.capabilities.size.size_of(sampling)
 
         def run(pipeline, chunk, hook):
             return pipeline(
                 prompt=[prompt for prompt, _ in chunk],
                 **self._sampling_arguments(sampling, len(chunk)),
-                height=self.height,
-                width=self.width,
+                height=height,
+                width=width,
                 generator=self._generators([seed for _, seed in chunk]),
                 **hook,
             )
@@ -333,7 +335,7 @@ class DiffusersModel:
         sampling: Sampling | None = None,
         callback: StepCallback | None = None,
     ) -> list[Image.Image]:
-        """One variation of images[i] per row at the model's size: skip_rate is the
+        """One variation of images[i] per row at the model's size (or the sampling's): skip_rate is the
         share of the schedule skipped (1 keeps the image, 0 is generate's fresh
         sample); diffusers' image-to-image runs the rest (strength = 1 - skip_rate)."""
         if self.image_to_image is None:
@@ -342,7 +344,8 @@ class DiffusersModel:
         steps = resolved.num_inference_steps
         if kept == steps:
             return self.generate(prompts, seeds, sampling, callback)
-        images = [self._at_model_size(image) for image in images]
+        height, width = self.capabilities.size.size_of(resolved)
+        images = [self._at_size(image, height, width) for image in images]
         if kept == 0:
             return images
         strength = strength_running(kept, steps, self.image_to_image)
@@ -353,18 +356,19 @@ class DiffusersModel:
                 image=[image for image, _, _ in chunk],
                 strength=strength,
                 **self._sampling_arguments(resolved, len(chunk)),
-                height=self.height,
-                width=self.width,
+                height=height,
+                width=width,
                 generator=self._generators([seed for _, _, seed in chunk]),
                 **hook,
             )
 
         return self._in_chunks(AutoPipelineForImage2Image, list(zip(images, prompts, seeds)), callback, run)
 
-    def _at_model_size(self, image: Image.Image) -> Image.Image:
+    @staticmethod
+    def _at_size(image: Image.Image, height: int, width: int) -> Image.Image:
         image = image.convert("RGB")
-        if image.size != (self.width, self.height):
-            image = image.resize((self.width, self.height), Image.Resampling.BICUBIC)
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BICUBIC)
         return image
 
 

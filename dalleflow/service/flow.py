@@ -187,17 +187,17 @@ class Flow:
 
     async def _refuse_what_is_not_honoured(self, request: GenerateRequest | DiffuseRequest, stages: dict[str, Stage]):
         """InvalidInput naming the field when a chosen model cannot honour it (FLUX without
-        true guidance has no negative prompt, say): refused, never silently ignored."""
-        sampling = Sampling(request.num_inference_steps, request.guidance_scale, request.negative_prompt)
+        true guidance has no negative prompt; DALL·E makes one size): refused before
+        anything runs, never silently ignored."""
+        sampling = _sampling(request)
         for name, stage in stages.items():
             capabilities = await self._capabilities_of(name, stage)
             refused = capabilities.refusal(sampling) if capabilities else None
             if refused:
-                raise InvalidInput(
-                    f"{refused}: the {'refiner' if name == 'refiner' else f'generator {name!r}'} does not honour it; "
-                    "leave it out" + (" or choose other generators" if name != "refiner" else ""),
-                    field=refused,
-                )
+                field_name, why = refused
+                who = "the refiner" if name == "refiner" else f"the generator {name!r}"
+                hint = "" if name == "refiner" else "; leave it out or choose other generators"
+                raise InvalidInput(f"{field_name}: {who} cannot honour it: {why}{hint}", field=field_name)
 
     async def _capabilities_of(self, name: str, stage: Stage) -> Capabilities | None:
         if name not in self._capabilities:
@@ -325,7 +325,15 @@ def _image_call(
     return ImageCall(
         prompt=request.prompt, seeds=tuple(expand([request.prompt], request.num_images, seed)[1]),
         ids=tuple(new_image_id() for _ in range(request.num_images)),
-        sampling=Sampling(request.num_inference_steps, request.guidance_scale, request.negative_prompt),
+        sampling=_sampling(request),
         metadata={"prompt": request.prompt, "generator": generator, **source_of, "parameters": parameters},
         source=source, skip_rate=skip_rate, with_progress=with_progress,
+    )
+
+
+def _sampling(request: GenerateRequest | DiffuseRequest) -> Sampling:
+    """How the request asks its models to sample (None: each model's own)."""
+    return Sampling(
+        request.num_inference_steps, request.guidance_scale, request.negative_prompt,
+        height=getattr(request, "height", None), width=getattr(request, "width", None),
     )

@@ -94,9 +94,22 @@ def test_a_negative_prompt_flux_cannot_honour_is_refused_by_name_before_anything
     with httpx.Client(base_url=modern_app, headers={"authorization": f"Bearer {API_KEY}"}, timeout=300) as client:
         refused = client.post("/v1/generate", json=body)
         assert refused.status_code == 422, refused.text
-        assert "negative_prompt: the generator 'flux-schnell' does not honour it" in refused.text
+        assert "negative_prompt: the generator 'flux-schnell' cannot honour it: it takes none as configured" in refused.text
         answer = client.post("/v1/generate", json={**body, "generators": ["sdxl"]})
         assert answer.status_code == 200, answer.text
         assert [c["generator"] for c in answer.json()["candidates"]] == ["sdxl"]
         # Without the API key the cluster config answers nothing.
         assert httpx.post(f"{modern_app}/v1/generate", json=body, timeout=60).status_code == 401
+
+
+def test_a_size_within_both_families_limits_is_made_and_one_outside_is_refused_by_name(modern_app):
+    body = {"prompt": PROMPT, "seed": 3, "num_inference_steps": 2, "num_images": 1}
+    with httpx.Client(base_url=modern_app, headers={"authorization": f"Bearer {API_KEY}"}, timeout=300) as client:
+        answer = client.post("/v1/generate", json={**body, "height": 48, "width": 40})
+        assert answer.status_code == 200, answer.text
+        assert {(c["width"], c["height"]) for c in answer.json()["candidates"]} == {(40, 48)}
+        # The tiny SDXL's sides are multiples of 8 (diffusers' check for SD and SDXL), the tiny FLUX's of 4.
+        refused = client.post("/v1/generate", json={**body, "width": 44})
+        assert refused.status_code == 422, refused.text
+        assert "width: the generator 'sdxl' cannot honour it: 44 px is outside its limits: a multiple of 8" in refused.text
+        assert client.post("/v1/generate", json={**body, "width": 44, "generators": ["flux-schnell"]}).status_code == 200

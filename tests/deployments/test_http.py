@@ -159,6 +159,10 @@ BAD_INPUTS = [
     ("/v1/generate", {"prompt": PROMPT, "seed": -1}, 422, "seed"),
     ("/v1/generate", {"prompt": PROMPT, "num_inference_steps": 1000}, 422, "num_inference_steps"),
     ("/v1/generate", {"prompt": PROMPT, "colour": "red"}, 422, "colour"),
+    ("/v1/generate", {"prompt": PROMPT, "width": 4096}, 422, "width"),
+    # The embedded generators make 32x32 images only: a request for others is refused, not resized.
+    ("/v1/generate", {"prompt": PROMPT, "width": 64}, 422, "width: the generator 'diffusion' cannot honour it: 64 px"),
+    ("/v1/generate", {"prompt": PROMPT, "height": 48, "generators": ["dalle"]}, 422, "height: the generator 'dalle'"),
     ("/v1/diffuse", {"prompt": PROMPT, "image_id": VALID_ID, "skip_rate": 1.5}, 422, "skip_rate"),
     ("/v1/diffuse", {"prompt": PROMPT, "image_id": VALID_ID, "skip_rate": -0.1}, 422, "skip_rate"),
     ("/v1/diffuse", {"prompt": PROMPT, "image_id": VALID_ID, "num_images": 37}, 422, "num_images"),

@@ -40,6 +40,7 @@ class Family:
     roles: tuple[str, ...]
     sampling: Sampling  # fast, guided, with a negative prompt
     step_count: Callable[[int, int], int]  # (rows, images_per_call) -> steps the callback sees
+    other_sizes: bool = False  # makes sizes besides its own (SizeLimits.multiple)
 
 
 def _shapes_diffusion(folder: Path):
@@ -94,15 +95,16 @@ FAMILIES = [
            Sampling(guidance_scale=3.0, negative_prompt=OTHERS[0]), lambda rows, per_call: 8 * _chunks(rows, per_call)),
     Family("stable-diffusion", _stable_diffusion, ("generator", "refiner"),
            Sampling(num_inference_steps=3, guidance_scale=3.0, negative_prompt=OTHERS[0]),
-           lambda rows, per_call: 3 * _chunks(rows, per_call)),
+           lambda rows, per_call: 3 * _chunks(rows, per_call), other_sizes=True),
     # Today's diffusers families: SDXL's UNet, SD3's and FLUX's flow-matching transformers
     # (FLUX.1-dev's guidance embedding; its negative prompt through true guidance).
     *(Family(kind, _diffusers(kind, **options), ("generator", "refiner"),
              Sampling(num_inference_steps=3, guidance_scale=3.0, negative_prompt=OTHERS[0]),
-             lambda rows, per_call: 3 * _chunks(rows, per_call))
+             lambda rows, per_call: 3 * _chunks(rows, per_call), other_sizes=True)
       for kind, options in (("sdxl", {}), ("sd3", {}), ("flux", {"image_size": 32, "true_cfg_scale": 2.0}))),
 ]  # fmt: skip
 REFINERS = [family for family in FAMILIES if "refiner" in family.roles]
+SIZED = [family for family in FAMILIES if family.other_sizes]
 
 
 @pytest.fixture(scope="module", params=FAMILIES, ids=lambda family: family.name)
@@ -294,3 +296,29 @@ def test_a_model_that_lacks_a_role_is_refused_by_name():
     with pytest.raises(TypeError, match="cannot be a refiner"):
         check_role(RealEsrganUpscaler(), "refiner")
     assert isinstance(RealEsrganUpscaler(), object) and not isinstance(RealEsrganUpscaler(), (TextToImage, ImageToImage))
+
+
+def test_a_size_the_family_cannot_make_is_refused_naming_the_side(family):
+    spec, model = family
+    limits = model.capabilities.size
+    assert bool(limits.multiple) == spec.other_sizes
+    height, width = limits.own
+    assert model.generate([PROMPT], [0], dataclasses.replace(spec.sampling, height=height, width=width))[0].size == (width, height)
+    odd = width + 1 if not limits.multiple else limits.largest + limits.multiple
+    with pytest.raises(ValueError, match=f"width: {odd} px"):
+        model.generate([PROMPT], [0], dataclasses.replace(spec.sampling, width=odd))
+    assert limits.refusal(None, odd)[0] == "width"
+
+
+@pytest.fixture(scope="module", params=SIZED, ids=lambda family: family.name)
+def sized(request, tmp_path_factory):
+    model = request.param.load(tmp_path_factory.mktemp(request.param.name))
+    return request.param, model
+
+
+def test_a_family_that_makes_other_sizes_makes_the_size_asked(sized):
+    spec, model = sized
+    limits = model.capabilities.size
+    height, width = limits.own[0], limits.own[1] + limits.multiple
+    images = model.generate([PROMPT, OTHERS[0]], [0, 1], dataclasses.replace(spec.sampling, height=height, width=width))
+    assert [image.size for image in images] == [(width, height)] * 2

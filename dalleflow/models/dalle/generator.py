@@ -17,12 +17,21 @@ do); options override temperature, top_k and top_p.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
 
-from dalleflow.models.contract import GENERATION_CONFIG, Sampling, SamplingDefaults, StepCallback, check_rows
+from dalleflow.models.contract import (
+    GENERATION_CONFIG,
+    Capabilities,
+    Sampling,
+    SamplingDefaults,
+    SizeLimits,
+    StepCallback,
+    check_rows,
+)
 from dalleflow.models.dalle.pipeline import DallePipeline
 
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p")
@@ -66,6 +75,12 @@ class DalleGenerator:
         defaults = SamplingDefaults.of_checkpoint(dalle_folder, FAMILY_DEFAULTS)
         return cls(pipeline, **chosen, defaults=defaults, images_per_call=images_per_call)
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """Its images are the VQGAN's decode of a square token grid: that size only."""
+        side = math.isqrt(self.pipeline.model.config.image_length) * 2 ** (len(self.pipeline.vqgan.config.ch_mult) - 1)
+        return Capabilities(refine=False, size=SizeLimits(own=(side, side)))
+
     def generate(
         self,
         prompts: Sequence[str],
@@ -77,6 +92,7 @@ class DalleGenerator:
         tokens of each call of images_per_call rows; previews decode the tokens so far."""
         check_rows(prompts, seeds)
         sampling = self.defaults.resolve(sampling)
+        self.capabilities.size.size_of(sampling)
         return self.pipeline.generate(
             list(prompts), 1, seeds=list(seeds), condition_scale=sampling.guidance_scale,
             negative_prompt=sampling.negative_prompt, callback=callback, batch_rows=self.images_per_call,

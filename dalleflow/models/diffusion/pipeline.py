@@ -26,9 +26,11 @@ from PIL import Image
 
 from dalleflow.models.batching import run_in_fixed_rows
 from dalleflow.models.contract import (
+    Capabilities,
     Interrupted,
     Sampling,
     SamplingDefaults,
+    SizeLimits,
     StepCallback,
     check_rows,
     plan_refine,
@@ -202,6 +204,10 @@ class ShapesDiffusion:
                     raise Interrupted(f"stopped after step {step + 1} of {len(timesteps)}")
         return to_pil(self.space.decode(latents))
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(size=SizeLimits(own=(self.config.image_size, self.config.image_size)))
+
     def generate(
         self,
         prompts: Sequence[str],
@@ -212,6 +218,7 @@ class ShapesDiffusion:
         """One image per (prompts[i], seeds[i])."""
         check_rows(prompts, seeds)
         sampling = self.defaults.resolve(sampling)
+        self.capabilities.size.size_of(sampling)
         size = self.config.image_size // self.config.unshuffle_factor
         channels = 3 * self.config.unshuffle_factor**2
         scheduler = self._new_scheduler()
@@ -232,6 +239,7 @@ class ShapesDiffusion:
         skipped (1 keeps the image, 0 is generate's fresh sample), the rest solved
         stochastically, so variations differ from the input and from each other."""
         resolved, kept = plan_refine(self.defaults, images, prompts, seeds, skip_rate, sampling)
+        self.capabilities.size.size_of(resolved)
         steps = resolved.num_inference_steps
         if kept == steps:
             return self.generate(prompts, seeds, sampling, callback)
