@@ -21,7 +21,7 @@ WEIGHTS_FOLDER = Path(__file__).resolve().parent.parent / "weights"
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    family: str = Field(description="Which code loads it: shapes-diffusion, dalle, diffusers (stable-diffusion: the same), open-clip, realesrgan, swin2sr.")
+    family: str = Field(description="Which code loads it: shapes-diffusion, dalle, diffusers (stable-diffusion: the same), open-clip, realesrgan, swin2sr, spandrel.")
     weights: str = Field("", description="Weight source: embedded:NAME, local-dir:PATH, or a hub id.")
     options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments for the loader.")
 
@@ -80,6 +80,12 @@ def _swin2sr(spec: ModelSpec):
     return Swin2SRUpscaler.from_pretrained(resolve_weights(spec.weights), **spec.options)
 
 
+def _spandrel(spec: ModelSpec):
+    from dalleflow.models.upscaler.spandrel_models import SpandrelUpscaler
+
+    return SpandrelUpscaler.from_pretrained(resolve_weights(spec.weights), **spec.options)
+
+
 def _dalle(spec: ModelSpec):
     """DalleBart weights (dalle-mini's folder layout) in `weights`; the VQGAN's in
     options["vqgan"], a weight source string of its own; other options (dtype,
@@ -101,6 +107,7 @@ FAMILIES = {
     # The name configs used when only Stable Diffusion 1.x/2.x was served: the same loader.
     "stable-diffusion": _diffusers,
     "swin2sr": _swin2sr,
+    "spandrel": _spandrel,
     "dalle": _dalle,
 }
 
