@@ -8,6 +8,9 @@ loaders read them exactly as they read the real ones.
 - SDXL, SD3 and FLUX.1: diffusers folders of each family's own pipeline class, at
   the sizes diffusers' own fast tests use (CLIP tokenizers as above, a T5 tokenizer.json
   of single characters), each saved by save_tiny_pipeline.
+- GLID-3 XL: GLID3_FIXTURES holds bert.pt, diffusion.pt, finetune.pt and kl-f8-tiny.pt in
+  its published formats, made by scripts/make_glid3_fixtures.py and make_kl_f8_fixture.py
+  with the original code; save_tiny_glid3 adds a bert-base-uncased-style tokenizer folder.
 - Swin2SR: a transformers folder (config.json, model.safetensors,
   preprocessor_config.json), as caidas/swin2SR-* ship it.
 - DALL·E mini / Mega and its VQGAN: DALLE_FIXTURES holds dalle-tiny/ and vqgan-tiny/,
@@ -26,6 +29,7 @@ import torch
 
 SD_IMAGE_SIZE = 32  # UNet sample_size 16 x the VAE's factor 2
 DALLE_FIXTURES = Path(__file__).resolve().parent / "models" / "dalle" / "fixtures"
+GLID3_FIXTURES = Path(__file__).resolve().parent / "models" / "glid3_fixtures"
 
 
 def write_sd_tokenizer(folder: Path) -> int:
@@ -212,6 +216,28 @@ def save_tiny_pipeline(kind: str, base: Path, variant: str | None = None) -> Pat
         pipeline.to(dtype=torch.float16)
     pipeline.save_pretrained(folder, variant=variant)
     return folder
+
+
+def write_bert_tokenizer(folder: Path, vocab_size: int = 120) -> Path:
+    """A WordPiece vocab.txt as bert-base-uncased ships it (its special tokens first, then
+    words and single characters), within the tiny BERT's vocabulary."""
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words += "a the on of to left right above below red green blue yellow white black gray circle square triangle background".split()
+    words += list(string.ascii_lowercase + string.digits) + ["##" + char for char in string.ascii_lowercase]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(words[:vocab_size]) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))
+    return folder
+
+
+def save_tiny_glid3(base: Path) -> tuple[Path, Path]:
+    """(a folder of GLID-3 XL's files as published, tiny; a bert-base-uncased-style tokenizer folder)."""
+    folder = base / "glid-3-xl"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("bert.pt", "diffusion.pt", "finetune.pt"):
+        shutil.copy(GLID3_FIXTURES / name, folder / name)
+    shutil.copy(GLID3_FIXTURES / "kl-f8-tiny.pt", folder / "kl-f8.pt")
+    return folder, write_bert_tokenizer(base / "bert-base-uncased")
 
 
 def build_tiny_swin2sr():

@@ -21,7 +21,7 @@ WEIGHTS_FOLDER = Path(__file__).resolve().parent.parent / "weights"
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    family: str = Field(description="Which code loads it: shapes-diffusion, dalle, diffusers (stable-diffusion: the same), open-clip, realesrgan, swin2sr, spandrel.")
+    family: str = Field(description="Which code loads it: shapes-diffusion, dalle, glid3, diffusers (stable-diffusion: the same), open-clip, realesrgan, swin2sr, spandrel.")
     weights: str = Field("", description="Weight source: embedded:NAME, local-dir:PATH, or a hub id.")
     options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments for the loader.")
 
@@ -80,6 +80,28 @@ def _swin2sr(spec: ModelSpec):
     return Swin2SRUpscaler.from_pretrained(resolve_weights(spec.weights), **spec.options)
 
 
+def _glid3(spec: ModelSpec):
+    """GLID-3 XL's published files in `weights`; options.tokenizer (a bert-base-uncased folder)
+    and options.clip (an open_clip weight source, for finetune.pt) are weight sources too;
+    options.vae a file in the folder (default kl-f8.pt) or a weight source."""
+    from dalleflow.models.devices import default_device
+    from dalleflow.models.glid3 import Glid3
+    from dalleflow.models.ranker import ClipRanker
+
+    options = dict(spec.options)
+    if "tokenizer" not in options:
+        raise ValueError("glid3: options.tokenizer names a bert-base-uncased tokenizer folder (e.g. local-dir:PATH)")
+    options["tokenizer"] = resolve_weights(options["tokenizer"])
+    if str(options.get("vae", "")).startswith(("embedded:", "local-dir:")):
+        options["vae"] = resolve_weights(options["vae"])
+    if "clip" in options:
+        source = options["clip"]
+        if source.startswith(("embedded:", "local-dir:")):
+            source = "local-dir:" + resolve_weights(source)
+        options["clip"] = ClipRanker.from_pretrained(source, device=options.get("device") or default_device())
+    return Glid3.from_pretrained(resolve_weights(spec.weights), **options)
+
+
 def _spandrel(spec: ModelSpec):
     from dalleflow.models.upscaler.spandrel_models import SpandrelUpscaler
 
@@ -108,6 +130,7 @@ FAMILIES = {
     "stable-diffusion": _diffusers,
     "swin2sr": _swin2sr,
     "spandrel": _spandrel,
+    "glid3": _glid3,
     "dalle": _dalle,
 }
 

@@ -83,6 +83,16 @@ def _diffusers(kind: str, **options):
     return load
 
 
+def _glid3(folder: Path):
+    from dalleflow.models.factory import create_model
+    from tests.tiny_checkpoints import save_tiny_glid3
+
+    files, tokenizer = save_tiny_glid3(folder)
+    # diffusion.pt, without clip_proj (finetune.pt's CLIP path: tests/models/test_glid3.py); PLMS, its default.
+    return create_model({"family": "glid3", "weights": f"local-dir:{files}", "options": {
+        "tokenizer": f"local-dir:{tokenizer}", "unet": "diffusion.pt", "image_size": 64, "images_per_call": 2}})  # fmt: skip
+
+
 def _chunks(rows: int, per_call: int) -> int:
     return -(-rows // per_call)
 
@@ -96,6 +106,10 @@ FAMILIES = [
     Family("stable-diffusion", _stable_diffusion, ("generator", "refiner"),
            Sampling(num_inference_steps=3, guidance_scale=3.0, negative_prompt=OTHERS[0]),
            lambda rows, per_call: 3 * _chunks(rows, per_call), other_sizes=True),
+    # GLID-3 XL from its original files; PLMS evaluates its first step twice (steps + 1 calls).
+    Family("glid3", _glid3, ("generator", "refiner"),
+           Sampling(num_inference_steps=3, guidance_scale=3.0, negative_prompt=OTHERS[0]), lambda rows, per_call: 4,
+           other_sizes=True),
     # Today's diffusers families: SDXL's UNet, SD3's and FLUX's flow-matching transformers
     # (FLUX.1-dev's guidance embedding; its negative prompt through true guidance).
     *(Family(kind, _diffusers(kind, **options), ("generator", "refiner"),
