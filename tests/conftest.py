@@ -54,12 +54,19 @@ def serve_app(ray_session, store_path):
     """The embedded default app, deployed once; yields its HTTP base URL."""
     from ray import serve
 
-    from dalleflow.deployments.app import build_app
-
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"store_path": str(store_path)}), name="dalleflow", route_prefix="/")
+    deploy_session_app(store_path)
     return f"http://127.0.0.1:{port}"
+
+
+def deploy_session_app(store_path: Path) -> None:
+    """The embedded default at the root: at the start, and again after a test that needed the root."""
+    from ray import serve
+
+    from dalleflow.deployments.app import build_app
+
+    serve.run(build_app({"store_path": str(store_path)}), name="dalleflow", route_prefix="/")
 
 
 @pytest.fixture(scope="session")
