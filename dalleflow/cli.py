@@ -2,12 +2,12 @@
 
     dalleflow serve                      # the embedded default at http://127.0.0.1:8000
     dalleflow generate "a red circle on the left on a white background"
-    dalleflow diffuse IMAGE_ID --prompt "..." --skip-rate 0.5
+    dalleflow refine IMAGE_ID --prompt "..." --skip-rate 0.5
     dalleflow upscale IMAGE_ID --out final.png
-    dalleflow interactive "..."          # generate -> pick -> vary -> upscale, asked in the terminal
+    dalleflow interactive "..."          # generate -> pick -> refine -> upscale, asked in the terminal
     dalleflow train diffusion|ranker|vqgan|dalle ...  # reproduce the embedded weights
 
-generate, diffuse, upscale and interactive are the client's commands (dalleflow_client.cli).
+generate, refine, upscale, jobs and interactive are the client's commands (dalleflow_client.cli).
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """Command line of the client:
 
     python -m dalleflow_client generate "a red circle to the left of a blue square" --num-images 2 --out out/
-    python -m dalleflow_client diffuse <image id or file> --prompt "a red circle ..." --skip-rate 0.6
+    python -m dalleflow_client refine <image id or file> --prompt "a red circle ..." --skip-rate 0.6
     python -m dalleflow_client upscale <image id or file> --out final.png
     python -m dalleflow_client jobs submit "a red circle ..."    # prints the job id; then: jobs wait|status|cancel ID
-    python -m dalleflow_client interactive "a red circle ..." --out session/   # generate -> pick -> vary -> upscale
+    python -m dalleflow_client interactive "a red circle ..." --out session/   # generate -> pick -> refine -> upscale
 
 The server's CLI adds the same commands with add_client_commands, so `dalleflow generate ...` works too.
+Options are named as the API's fields (--num-inference-steps, --guidance-scale); the older names
+(the `diffuse` command, --steps, --guidance) are still read, and left out of --help.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ from .progress import ProgressBars
 from .errors import DalleflowError
 from .images import save_png
 from .results import Result
-from .schemas import DiffuseRequest, GenerateRequest, Job
+from .schemas import GenerateRequest, Job, RefineRequest
 
 
 def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add generate, diffuse, upscale and interactive to `subparsers`.
+    """Add generate, refine, upscale, jobs and interactive to `subparsers`.
 
     Each command sets `func`: `args.func(args)` runs it and returns the exit status.
     """
@@ -54,18 +56,22 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     sampling = argparse.ArgumentParser(add_help=False)
     sampling.add_argument(
         "--num-images", metavar="N", type=int,
-        default=_default(GenerateRequest, "num_images"), help="default: %(default)s",
+        default=_default(GenerateRequest, "num_images"),
+        help="generate: images per generator; refine: variations in all (default: %(default)s)",
     )  # fmt: skip
     sampling.add_argument("--seed", type=int, help="default: the server draws one (the answer shows it)")
     sampling.add_argument(
-        "--steps", dest="num_inference_steps", metavar="N", type=int,
+        "--num-inference-steps", metavar="N", type=int,
         default=_default(GenerateRequest, "num_inference_steps"), help="denoising steps (default: each model's own)",
     )  # fmt: skip
     sampling.add_argument(
-        "--guidance", dest="guidance_scale", metavar="SCALE", type=float,
+        "--guidance-scale", metavar="SCALE", type=float,
         default=_default(GenerateRequest, "guidance_scale"),
         help="classifier-free guidance (default: each generator's own)",
     )  # fmt: skip
+    # The old names, still read: SUPPRESS keeps them out of --help and leaves the default to the new ones.
+    for old, field, kind in (("--steps", "num_inference_steps", int), ("--guidance", "guidance_scale", float)):
+        sampling.add_argument(old, dest=field, type=kind, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sampling.add_argument("--negative-prompt", metavar="TEXT", help="what the images should not show")
     sampling.add_argument(
         "--out", metavar="DIR", type=Path, default=Path("."), help="folder for the grid and the images (default: .)"
@@ -81,14 +87,17 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     _add_size_options(generate)
     generate.set_defaults(func=_run_generate)
 
-    diffuse = subparsers.add_parser("diffuse", parents=[common, sampling], help="ranked variations of an image")
-    diffuse.add_argument("image", metavar="IMAGE_OR_ID", help="a PNG/JPEG file, or an image id from an earlier answer")
-    diffuse.add_argument("--prompt", required=True, help="what the variations should show")
-    diffuse.add_argument(
-        "--skip-rate", metavar="RATE", type=float, default=_default(DiffuseRequest, "skip_rate"),
-        help="share of the schedule skipped, 0 to 1: near 1 stays close to the image (default: %(default)s)",
-    )
-    diffuse.set_defaults(func=_run_diffuse)
+    refine_help = "ranked variations of an image (--num-images of them in all)"
+    # `diffuse`, dalle-flow's name, is the same command: a parser without help stays out of the list.
+    for name, shown in (("refine", {"help": refine_help}), ("diffuse", {})):
+        refine = subparsers.add_parser(name, parents=[common, sampling], description=refine_help, **shown)
+        refine.add_argument("image", metavar="IMAGE_OR_ID", help="a PNG/JPEG file, or an image id from an earlier answer")
+        refine.add_argument("--prompt", required=True, help="what the variations should show")
+        refine.add_argument(
+            "--skip-rate", metavar="RATE", type=float, default=_default(RefineRequest, "skip_rate"),
+            help="share of the schedule skipped, 0 to 1: near 1 stays close to the image (default: %(default)s)",
+        )  # fmt: skip
+        refine.set_defaults(func=_run_refine)
 
     _add_jobs_command(subparsers, common, sampling)
 
@@ -99,10 +108,13 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
 
     walk = subparsers.add_parser(  # not `interactive`: that is the module it runs
         "interactive", parents=[server, sampling],
-        help="generate, pick, vary and upscale, answering questions in the terminal",
+        help="generate, pick, refine and upscale, answering questions in the terminal",
     )  # fmt: skip
     walk.add_argument("prompt", nargs="?", help="what the images should show (default: asked)")
     walk.set_defaults(func=_run_interactive)
+    if subparsers.metavar is None:
+        # Else argparse's usage lists every parser's name, the old ones too.
+        subparsers.metavar = "COMMAND"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,17 +171,17 @@ def _run_generate(args: argparse.Namespace) -> None:
 
 
 @_reporting_errors
-def _run_diffuse(args: argparse.Namespace) -> None:
+def _run_refine(args: argparse.Namespace) -> None:
     with Client(args.url, api_key=args.api_key) as client, ProgressBars() as bars:
-        result = bars.follow(client.diffuse_stream(args.image, args.prompt, skip_rate=args.skip_rate, **_sampling_options(args)))
+        result = bars.follow(client.refine_stream(args.image, args.prompt, skip_rate=args.skip_rate, **_sampling_options(args)))
     _save_and_show(result, args)
 
 
 def _add_jobs_command(subparsers, common: argparse.ArgumentParser, sampling: argparse.ArgumentParser) -> None:
-    jobs = subparsers.add_parser("jobs", help="generate or diffuse in the background: submit, status, wait, cancel")
+    jobs = subparsers.add_parser("jobs", help="generate or refine in the background: submit, status, wait, cancel")
     actions = jobs.add_subparsers(dest="action", required=True)
     submit = actions.add_parser(
-        "submit", parents=[common, sampling], help="queue a generate request (with --image: a diffuse request); prints the job id"
+        "submit", parents=[common, sampling], help="queue a generate request (with --image: a refine request); prints the job id"
     )
     submit.add_argument("prompt")
     submit.add_argument(
@@ -178,7 +190,7 @@ def _add_jobs_command(subparsers, common: argparse.ArgumentParser, sampling: arg
     _add_size_options(submit)
     submit.add_argument("--image", metavar="IMAGE_OR_ID", help="make variations of this image: a file or an image id")
     submit.add_argument(
-        "--skip-rate", metavar="RATE", type=float, default=_default(DiffuseRequest, "skip_rate"),
+        "--skip-rate", metavar="RATE", type=float, default=_default(RefineRequest, "skip_rate"),
         help="with --image: share of the schedule skipped, 0 to 1 (default: %(default)s)",
     )  # fmt: skip
     submit.set_defaults(func=_run_job_submit)
@@ -210,7 +222,7 @@ def _run_job_submit(args: argparse.Namespace) -> None:
             job = client.submit_generate(args.prompt, generators=args.generators, **_sampling_options(args),
                                          **_size_options(args))
         else:
-            job = client.submit_diffuse(args.image, args.prompt, skip_rate=args.skip_rate, **_sampling_options(args))
+            job = client.submit_refine(args.image, args.prompt, skip_rate=args.skip_rate, **_sampling_options(args))
     _show_job(job, args) if args.json else print(job.id)
 
 
@@ -269,6 +281,8 @@ def _save_and_show(result: Result, args: argparse.Namespace) -> None:
     for name, report in result.generators.items():
         if report.status != "ok":
             print(f"warning: generator {name}: {report.status} {report.error or ''}".rstrip(), file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     grid_path = save_png(result.grid(), args.out / f"{result.id[:8]}-grid.png", result.metadata)
     paths = result.save(args.out)
     if args.json:

@@ -5,11 +5,12 @@
     with Client("http://127.0.0.1:8000") as client:
         result = client.generate("a red circle to the left of a blue square", num_images=2)
         result.grid().save("grid.png")
-        variations = client.diffuse(result.best, "a red circle to the left of a blue square")
+        variations = client.refine(result.best, "a red circle to the left of a blue square")
         final = client.upscale(variations.best)
 
 Both clients build their requests and read the answers through the same `Call`s below;
-they differ only in how they send.
+they differ only in how they send. The diffuse methods are the old names of the refine
+ones (see schemas.py on the one name).
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ from .retries import AsyncRetryTransport, RetryPolicy, RetryTransport
 from .schemas import (
     IMAGE_ID_PATTERN,
     Candidate,
-    DiffuseRequest,
     GenerateRequest,
     GenerateResponse,
     Job,
     ModelInfo,
     ModelsResponse,
+    RefineRequest,
     UpscaleRequest,
     UpscaleResponse,
 )
@@ -125,8 +126,8 @@ def generate_call(**fields: Any) -> Call[Result]:
     return Call("POST", "/v1/generate", _parse_result, request_body(GenerateRequest, **fields))
 
 
-def diffuse_call(image: ImageInput, **fields: Any) -> Call[Result]:
-    return Call("POST", "/v1/diffuse", _parse_result, request_body(DiffuseRequest, **image_fields(image), **fields))
+def refine_call(image: ImageInput, **fields: Any) -> Call[Result]:
+    return Call("POST", "/v1/refine", _parse_result, request_body(RefineRequest, **image_fields(image), **fields))
 
 
 def upscale_call(image: ImageInput) -> Call[UpscaledImage]:
@@ -153,7 +154,7 @@ def image_call(image_id: str) -> Call[Image.Image]:
 
 
 def submit_call(kind: str, request: Call[Result]) -> Call[Job]:
-    """POST /v1/jobs with the body `request` (a generate_call or diffuse_call) would send."""
+    """POST /v1/jobs with the body `request` (a generate_call or refine_call) would send."""
     return Call("POST", "/v1/jobs", read_job, {"kind": kind, "request": request.body})
 
 
@@ -222,7 +223,7 @@ class Client:
             height=height, width=width,
         ), timeout)  # fmt: skip
 
-    def diffuse(
+    def refine(
         self,
         image: ImageInput,
         prompt: str,
@@ -235,8 +236,8 @@ class Client:
         *,
         timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
     ) -> Result:
-        """Variations of `image` towards `prompt`, ranked best first; skip_rate near 1 stays close to the image."""
-        return self._send(diffuse_call(
+        """Ranked variations of `image` towards `prompt`, best first; skip_rate near 1 stays close to the image."""
+        return self._send(refine_call(
             image, prompt=prompt, skip_rate=skip_rate, num_images=num_images, seed=seed,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
         ), timeout)  # fmt: skip
@@ -289,7 +290,7 @@ class Client:
             height=height, width=width,
         ), timeout)  # fmt: skip
 
-    def diffuse_stream(
+    def refine_stream(
         self,
         image: ImageInput,
         prompt: str,
@@ -302,8 +303,8 @@ class Client:
         *,
         timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
     ) -> Iterator[Event]:
-        """diffuse as it runs; see generate_stream."""
-        return self._stream(diffuse_call(
+        """refine as it runs; see generate_stream."""
+        return self._stream(refine_call(
             image, prompt=prompt, skip_rate=skip_rate, num_images=num_images, seed=seed,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
         ), timeout)  # fmt: skip
@@ -312,11 +313,16 @@ class Client:
         """Queues a generate request (generate's options) as a job; answers at once."""
         return self._send(submit_call("generate", generate_call(prompt=prompt, **options)), timeout)
 
-    def submit_diffuse(
+    def submit_refine(
         self, image: ImageInput, prompt: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT, **options: Any
     ) -> Job:
-        """Queues a diffuse request (diffuse's options) as a job; answers at once."""
-        return self._send(submit_call("diffuse", diffuse_call(image, prompt=prompt, **options)), timeout)
+        """Queues a refine request (refine's options) as a job; answers at once."""
+        return self._send(submit_call("refine", refine_call(image, prompt=prompt, **options)), timeout)
+
+    # dalle-flow's name for refine, kept for the code that uses it.
+    diffuse = refine
+    diffuse_stream = refine_stream
+    submit_diffuse = submit_refine
 
     def job(self, job_id: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> Job:
         """The job's status, queue position, progress, and its result once done."""
@@ -397,7 +403,7 @@ class AsyncClient:
             height=height, width=width,
         ), timeout)  # fmt: skip
 
-    async def diffuse(
+    async def refine(
         self,
         image: ImageInput,
         prompt: str,
@@ -410,8 +416,8 @@ class AsyncClient:
         *,
         timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
     ) -> Result:
-        """See Client.diffuse."""
-        return await self._send(diffuse_call(
+        """See Client.refine."""
+        return await self._send(refine_call(
             image, prompt=prompt, skip_rate=skip_rate, num_images=num_images, seed=seed,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
         ), timeout)  # fmt: skip
@@ -460,7 +466,7 @@ class AsyncClient:
             height=height, width=width,
         ), timeout)  # fmt: skip
 
-    def diffuse_stream(
+    def refine_stream(
         self,
         image: ImageInput,
         prompt: str,
@@ -473,8 +479,8 @@ class AsyncClient:
         *,
         timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[Event]:
-        """See Client.diffuse_stream."""
-        return self._stream(diffuse_call(
+        """See Client.refine_stream."""
+        return self._stream(refine_call(
             image, prompt=prompt, skip_rate=skip_rate, num_images=num_images, seed=seed,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
         ), timeout)  # fmt: skip
@@ -482,10 +488,14 @@ class AsyncClient:
     async def submit_generate(self, prompt: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT, **options: Any) -> Job:
         return await self._send(submit_call("generate", generate_call(prompt=prompt, **options)), timeout)
 
-    async def submit_diffuse(
+    async def submit_refine(
         self, image: ImageInput, prompt: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT, **options: Any
     ) -> Job:
-        return await self._send(submit_call("diffuse", diffuse_call(image, prompt=prompt, **options)), timeout)
+        return await self._send(submit_call("refine", refine_call(image, prompt=prompt, **options)), timeout)
+
+    diffuse = refine  # the old names, as in Client
+    diffuse_stream = refine_stream
+    submit_diffuse = submit_refine
 
     async def job(self, job_id: str, *, timeout: CallTimeout = httpx.USE_CLIENT_DEFAULT) -> Job:
         return await self._send(job_call(job_id), timeout)

@@ -1,4 +1,4 @@
-"""The pick-and-refine loop in a terminal: generate -> pick -> vary -> upscale.
+"""The pick-and-refine loop in a terminal: generate -> pick -> refine -> upscale.
 
     dalleflow interactive "a red circle to the left of a blue square" --num-images 4 --out session/
 
@@ -23,11 +23,13 @@ from .client import Client
 from .errors import DalleflowError
 from .images import save_png
 from .results import CandidateImage, Result
-from .schemas import MAX_DIFFUSE_IMAGES, DiffuseRequest
+from .schemas import MAX_REFINE_IMAGES, RefineRequest
 
 T = TypeVar("T")
 EXAMPLE_PROMPT = "a red circle to the left of a blue square on a white background"
-VARY_AGAIN = "v"
+REFINE_AGAIN = "r"
+# Answers of older versions, still read: "v" was "vary again".
+OLD_ANSWERS = {"v": REFINE_AGAIN}
 
 
 class NoAnswer(DalleflowError):
@@ -63,8 +65,10 @@ class Terminal:
                 self.say(f"  {error}")
 
 
-def index_in(count: int, also: tuple[str, ...] = ()) -> Callable[[str], int | str]:
+def index_in(count: int, also: tuple[str, ...] = (), old: dict[str, str] | None = None) -> Callable[[str], int | str]:
+    """An index below count, or one of the words `also`; `old` maps words no longer shown to those they stand for."""
     def parse(answer: str) -> int | str:
+        answer = (old or {}).get(answer.lower(), answer)
         if answer.lower() in also:
             return answer.lower()
         if not answer.isdigit() or int(answer) >= count:
@@ -99,6 +103,8 @@ def show(terminal: Terminal, result: Result, out: Path, title: str) -> None:
     for name, report in result.generators.items():
         if report.status != "ok":
             terminal.say(f"  generator {name}: {report.status} {report.error or ''}".rstrip())
+    for warning in result.warnings:
+        terminal.say(f"  warning: {warning}")
 
 
 def run(
@@ -117,23 +123,23 @@ def run(
     with waiting("generating"):
         pool = client.generate(prompt, **sampling)
     show(terminal, pool, out, "candidates")
-    skip_rate = DiffuseRequest.model_fields["skip_rate"].default
-    variation_count = DiffuseRequest.model_fields["num_images"].default
+    skip_rate = RefineRequest.model_fields["skip_rate"].default
+    variation_count = RefineRequest.model_fields["num_images"].default
     while True:  # show() has refused an empty answer, so there is always one to pick
         pick: CandidateImage = pool[terminal.ask(f"pick an image, 0 to {len(pool) - 1}", index_in(len(pool)), 0)]
         skip_rate = terminal.ask("skip_rate, 0 to 1 (near 1 stays close to the pick)", number_between(0, 1), skip_rate)
         variation_count = terminal.ask(
-            f"how many variations, 1 to {MAX_DIFFUSE_IMAGES}",
-            number_between(1, MAX_DIFFUSE_IMAGES, int), variation_count,
+            f"how many variations, 1 to {MAX_REFINE_IMAGES}",
+            number_between(1, MAX_REFINE_IMAGES, int), variation_count,
         )  # fmt: skip
-        with waiting("varying"):
-            pool = client.diffuse(pick, prompt, skip_rate=skip_rate, **{**sampling, "num_images": variation_count})
+        with waiting("refining"):
+            pool = client.refine(pick, prompt, skip_rate=skip_rate, **{**sampling, "num_images": variation_count})
         show(terminal, pool, out, f"variations of {pick.id} at skip_rate {skip_rate}")
         choice = terminal.ask(
-            f"upscale which, 0 to {len(pool) - 1} ({VARY_AGAIN}: vary one of these again)",
-            index_in(len(pool), also=(VARY_AGAIN,)), 0,
+            f"upscale which, 0 to {len(pool) - 1} ({REFINE_AGAIN}: refine one of these again)",
+            index_in(len(pool), also=(REFINE_AGAIN,), old=OLD_ANSWERS), 0,
         )  # fmt: skip
-        if choice != VARY_AGAIN:
+        if choice != REFINE_AGAIN:
             break
     with waiting("upscaling"):
         upscaled = client.upscale(pool[choice])

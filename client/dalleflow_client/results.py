@@ -45,7 +45,7 @@ class _EncodedImage:
 
 @dataclass(kw_only=True)
 class CandidateImage(_EncodedImage):
-    """One ranked image of an answer. Pass it to diffuse or upscale to continue from it."""
+    """One ranked image of an answer. Pass it to refine or upscale to continue from it."""
 
     id: str
     generator: str
@@ -88,7 +88,7 @@ class UpscaledImage(_EncodedImage):
 
 
 class Result:
-    """The answer of generate or diffuse: candidates ranked best first, and what each generator did."""
+    """The answer of generate or refine: candidates ranked best first, and what each generator did."""
 
     def __init__(self, response: GenerateResponse):
         self.response = response
@@ -109,6 +109,11 @@ class Result:
     @property
     def generators(self) -> dict[str, StageReport]:
         return self.response.generators
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the answer could not honour (words its models do not know); empty from older servers."""
+        return self.response.warnings
 
     @property
     def timings(self) -> dict[str, float]:

@@ -5,6 +5,13 @@ the server validates against them (a 422 names the field and its limit) and
 publishes them in its OpenAPI schema; the client builds and parses them.
 Field names follow diffusers (prompt, negative_prompt, num_inference_steps,
 guidance_scale) and dalle-flow (skip_rate, num_images).
+
+Making ranked variations of a picked image is called *refine* everywhere a user
+meets it (POST /v1/refine, RefineRequest, the page's Refine button, the client's
+refine, `dalleflow refine`, job kind "refine"), the name the model contract
+(ImageToImage.refine), the config (`refiner`) and the events ("refiner") already
+used. dalle-flow's "diffuse" stays an alias of each: POST /v1/diffuse,
+DiffuseRequest, job kind "diffuse", the client's diffuse methods, `dalleflow diffuse`.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 MAX_PROMPT_CHARS = 300
 MAX_GENERATE_IMAGES = 16
-MAX_DIFFUSE_IMAGES = 36
+MAX_REFINE_IMAGES = 36
+MAX_DIFFUSE_IMAGES = MAX_REFINE_IMAGES  # the old name
 MAX_SEED = 2**32 - 1
 MAX_INFERENCE_STEPS = 100
 MAX_GUIDANCE_SCALE = 30.0
@@ -50,7 +58,11 @@ class _Sampling(_Request):
 
 class GenerateRequest(_Sampling):
     prompt: str = Prompt
-    num_images: int = Field(4, ge=1, le=MAX_GENERATE_IMAGES, description="Images per generator.")
+    num_images: int = Field(
+        4, ge=1, le=MAX_GENERATE_IMAGES,
+        description="Images per generator: the answer ranks num_images times the number of generators "
+        "(dalle-flow's meaning). A refine request's num_images counts the refiner's, its one model.",
+    )
     generators: list[str] | None = Field(None, description="Generator names; None means every enabled one.")
     height: int | None = Field(
         None, ge=1, le=MAX_IMAGE_SIDE,
@@ -71,10 +83,19 @@ class _ImageInput(_Request):
         return self
 
 
-class DiffuseRequest(_Sampling, _ImageInput):
+class RefineRequest(_Sampling, _ImageInput):
+    """Ranked variations of an image (POST /v1/refine; dalle-flow's "diffuse")."""
+
     prompt: str = Prompt
     skip_rate: float = Field(0.5, ge=0.0, le=1.0, description="Share of the schedule skipped: near 1 stays close.")
-    num_images: int = Field(4, ge=1, le=MAX_DIFFUSE_IMAGES)
+    num_images: int = Field(
+        4, ge=1, le=MAX_REFINE_IMAGES,
+        description="Variations in all: one model, the refiner, makes them (a generate request's num_images is per "
+        "generator). Up to 36, dalle-flow's sprite of variations.",
+    )
+
+
+DiffuseRequest = RefineRequest  # the old name
 
 
 class UpscaleRequest(_ImageInput):
@@ -100,12 +121,20 @@ class StageReport(BaseModel):
 
 
 class GenerateResponse(BaseModel):
+    """The answer of generate and of refine: candidates ranked best first."""
+
     id: str
     prompt: str
     seed: int
     candidates: list[Candidate]
     generators: dict[str, StageReport] = Field(description="What each generator did.")
     timings: dict[str, float] = Field(description="Seconds per stage.")
+    # A default, so this client still reads a server that sends none.
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the answer could not honour, such as words of the prompt its models do not know "
+        "(the embedded models know the shapes world's words only: GET /v1/models lists them).",
+    )
 
 
 class UpscaleResponse(BaseModel):
@@ -120,13 +149,31 @@ class ModelInfo(BaseModel):
     name: str
     model: str
     weights: str
+    vocabulary: list[str] | None = Field(
+        None, description="The words its text encoder knows, sorted; None: any text (an open vocabulary such as "
+        "CLIP's or T5's), or a stage that reads no prompt.",
+    )
+
+
+class PromptWorld(BaseModel):
+    """What models trained on a generated world draw, and how to ask them."""
+
+    name: str
+    summary: str
+    words: dict[str, list[str]] = Field(description="The world's words by kind: colours, shapes, positions, ...")
+    caption_forms: list[str] = Field(description="The sentences it was trained on, with the kind of each slot in braces.")
+    example_prompts: list[str]
+    real_checkpoints: str = Field(description="How to serve models that draw anything instead.")
 
 
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+    world: PromptWorld | None = Field(
+        None, description="Present when a serving model draws the embedded shapes world only: what it knows.",
+    )
 
 
-# Streaming: POST /v1/generate or /v1/diffuse with `Accept: application/x-ndjson`
+# Streaming: POST /v1/generate or /v1/refine with `Accept: application/x-ndjson`
 # answers one JSON event per line instead of one JSON answer: progress while each
 # generator runs, each generator's images as it finishes, then the same answer as
 # without streaming. The request body is the same either way.
@@ -176,7 +223,7 @@ StreamEvent = Annotated[ProgressEvent | GeneratedEvent | ResultEvent | ErrorEven
 STREAM_EVENT = TypeAdapter(StreamEvent)
 
 
-# Jobs: POST /v1/jobs queues a generate or diffuse request and answers at once with
+# Jobs: POST /v1/jobs queues a generate or refine request and answers at once with
 # the job; GET /v1/jobs/{id} follows it; DELETE /v1/jobs/{id} cancels it.
 JOB_ID_PATTERN = IMAGE_ID_PATTERN
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -188,12 +235,14 @@ class GenerateJobRequest(_Request):
     request: GenerateRequest
 
 
-class DiffuseJobRequest(_Request):
-    kind: Literal["diffuse"] = "diffuse"
-    request: DiffuseRequest
+class RefineJobRequest(_Request):
+    kind: Literal["refine", "diffuse"] = Field("refine", description='"diffuse": the old name of "refine".')
+    request: RefineRequest
 
 
-JobRequest = Annotated[GenerateJobRequest | DiffuseJobRequest, Field(discriminator="kind")]
+DiffuseJobRequest = RefineJobRequest  # the old name
+
+JobRequest = Annotated[GenerateJobRequest | RefineJobRequest, Field(discriminator="kind")]
 
 
 class StepProgress(BaseModel):
@@ -203,7 +252,9 @@ class StepProgress(BaseModel):
 
 class Job(BaseModel):
     id: str
-    kind: Literal["generate", "diffuse"]
+    # A job keeps the kind it was submitted as: a client that says "diffuse" (the old name)
+    # reads its jobs back under that name.
+    kind: Literal["generate", "refine", "diffuse"]
     status: JobStatus
     queue_position: int | None = Field(None, description="Jobs to run before this one (0: next); None unless queued on the replica that answers.")
     progress: dict[str, StepProgress] = Field(default_factory=dict, description="Steps done per generator.")

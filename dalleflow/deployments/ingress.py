@@ -77,8 +77,10 @@ class Ingress:
     async def generate(self, request):
         return await self.flow.generate(request)
 
-    async def diffuse(self, request):
-        return await self.flow.diffuse(request)
+    async def refine(self, request):
+        return await self.flow.refine(request)
+
+    diffuse = refine  # the old name
 
     async def upscale(self, request):
         return await self.flow.upscale(request)
@@ -89,9 +91,11 @@ class Ingress:
         async for event in await self.flow.generate_events(request):
             yield event
 
-    async def diffuse_stream(self, request):
-        async for event in await self.flow.diffuse_events(request):
+    async def refine_stream(self, request):
+        async for event in await self.flow.refine_events(request):
             yield event
+
+    diffuse_stream = refine_stream  # the old name
 
     async def submit_job(self, request):
         return await self.jobs.submit(request)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -191,12 +192,25 @@ class Capabilities:
     progress: bool = True  # takes a step callback (progress and cancel between steps)
     refine: bool = True  # an ImageToImage that can run (diffusers has a twin for the pipeline)
     size: SizeLimits = SizeLimits()
+    # The words its text encoder knows; None: any text (a BPE or T5 tokenizer reads every word,
+    # if not well). A word-level model maps the others to one unknown token, so a serving layer
+    # warns of them rather than let the images silently ignore them.
+    vocabulary: frozenset[str] | None = None
 
     def refusal(self, sampling: Sampling) -> tuple[str, str] | None:
         """(the field of sampling this model cannot honour, why), or None."""
         if sampling.negative_prompt and not self.negative_prompt:
             return "negative_prompt", "it takes none as configured"
         return self.size.refusal(sampling.height, sampling.width)
+
+
+def unknown_words(text: str, vocabulary: frozenset[str] | None) -> list[str]:
+    """The words of text outside vocabulary, in order, once each; none for an open vocabulary.
+    Words are split as the embedded tokenizers split them (lower case, runs of letters and
+    digits); punctuation is not a word."""
+    if vocabulary is None:
+        return []
+    return [word for word in dict.fromkeys(re.findall(r"\w+", text.lower())) if word not in vocabulary]
 
 
 def capabilities_of(model: object) -> Capabilities:

@@ -6,9 +6,9 @@ left out of the pool; the request fails only when no generator produced an
 image or the ranker could not rank.
 
 One code path serves both answers (min-dalle's way): generate_events and
-diffuse_events check the request, then give its run as events (progress per
+refine_events check the request, then give its run as events (progress per
 step, each generator's images as it finishes, the ranked result last);
-generate and diffuse run the same events without progress and keep the last.
+generate and refine run the same events without progress and keep the last.
 Without progress a stage is reached with a plain call, with progress through its
 step stream; both join the same batches in the model's deployment
 (service/batches.py).
@@ -30,26 +30,32 @@ from typing import Any
 
 from dalleflow_client.schemas import (
     Candidate,
-    DiffuseRequest,
     GeneratedEvent,
     GeneratedImage,
     GenerateRequest,
     GenerateResponse,
     ModelInfo,
+    ModelsResponse,
     ProgressEvent,
+    RefineRequest,
     ResultEvent,
     StageReport,
     StreamEvent,
     UpscaleRequest,
     UpscaleResponse,
 )
-from dalleflow.models.contract import Capabilities, Sampling, expand
+from dalleflow.models.contract import Capabilities, Sampling, expand, unknown_words
 from dalleflow.service.batches import ImageCall
 from dalleflow.service.errors import InvalidInput, StageUnavailable
 from dalleflow.service.images import base64_of, checked_image_bytes, new_image_id
 from dalleflow.service.progress import Done, EncodedImage
 from dalleflow.service.stages import Stage
 from dalleflow.service.store import ImageStore
+from dalleflow.shapes import guide as shapes_guide
+
+
+# How long GET /v1/models waits for a stage's capabilities (a loading stage's come later).
+MODELS_ANSWER_S = 5.0
 
 
 @dataclass
@@ -67,25 +73,28 @@ class Flow:
     async def generate(self, request: GenerateRequest) -> GenerateResponse:
         return await final_result(await self.generate_events(request, with_progress=False))
 
-    async def diffuse(self, request: DiffuseRequest) -> GenerateResponse:
-        return await final_result(await self.diffuse_events(request, with_progress=False))
+    async def refine(self, request: RefineRequest) -> GenerateResponse:
+        return await final_result(await self.refine_events(request, with_progress=False))
 
     async def generate_events(self, request: GenerateRequest, with_progress: bool = True) -> AsyncIterator[StreamEvent]:
         """Checks the request now (InvalidInput before any event), then gives its run as events."""
         names = self._chosen_generators(request.generators)
-        await self._refuse_what_is_not_honoured(request, {name: self.generators[name] for name in names})
+        stages = {name: self.generators[name] for name in names}
+        await self._refuse_what_is_not_honoured(request, stages)
+        warnings = await self._unknown_words_warnings(request, stages)
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
-        return self._generate_run(request, names, seed, with_progress)
+        return self._generate_run(request, names, seed, with_progress, warnings)
 
-    async def diffuse_events(self, request: DiffuseRequest, with_progress: bool = True) -> AsyncIterator[StreamEvent]:
+    async def refine_events(self, request: RefineRequest, with_progress: bool = True) -> AsyncIterator[StreamEvent]:
         """Loads the image now (NotFound, InvalidInput before any event), then gives the run as events."""
         source = await self._input_png(request.image, request.image_id)
         await self._refuse_what_is_not_honoured(request, {"refiner": self.refiner})
+        warnings = await self._unknown_words_warnings(request, {"refiner": self.refiner})
         seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
-        return self._diffuse_run(request, source, seed, with_progress)
+        return self._refine_run(request, source, seed, with_progress, warnings)
 
     async def _generate_run(
-        self, request: GenerateRequest, names: list[str], seed: int, with_progress: bool
+        self, request: GenerateRequest, names: list[str], seed: int, with_progress: bool, warnings: list[str]
     ) -> AsyncIterator[StreamEvent]:
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -121,11 +130,11 @@ class Flow:
         timings["total"] = time.perf_counter() - started
         yield ResultEvent(result=GenerateResponse(
             id=secrets.token_hex(16), prompt=request.prompt, seed=seed,
-            candidates=candidates, generators=reports, timings=timings,
+            candidates=candidates, generators=reports, timings=timings, warnings=warnings,
         ))  # fmt: skip
 
-    async def _diffuse_run(
-        self, request: DiffuseRequest, source: bytes, seed: int, with_progress: bool
+    async def _refine_run(
+        self, request: RefineRequest, source: bytes, seed: int, with_progress: bool, warnings: list[str]
     ) -> AsyncIterator[StreamEvent]:
         timings: dict[str, float] = {}
         started = time.perf_counter()
@@ -151,7 +160,7 @@ class Flow:
         timings["total"] = time.perf_counter() - started
         yield ResultEvent(result=GenerateResponse(
             id=secrets.token_hex(16), prompt=request.prompt, seed=seed,
-            candidates=candidates, generators={"refiner": report}, timings=timings,
+            candidates=candidates, generators={"refiner": report}, timings=timings, warnings=warnings,
         ))  # fmt: skip
 
     async def upscale(self, request: UpscaleRequest) -> UpscaleResponse:
@@ -185,7 +194,7 @@ class Flow:
         answers = await asyncio.gather(*(is_ready(stage) for stage in stages.values()))
         return dict(zip(stages, answers))
 
-    async def _refuse_what_is_not_honoured(self, request: GenerateRequest | DiffuseRequest, stages: dict[str, Stage]):
+    async def _refuse_what_is_not_honoured(self, request: GenerateRequest | RefineRequest, stages: dict[str, Stage]):
         """InvalidInput naming the field when a chosen model cannot honour it (FLUX without
         true guidance has no negative prompt; DALL·E makes one size): refused before
         anything runs, never silently ignored."""
@@ -199,10 +208,45 @@ class Flow:
                 hint = "" if name == "refiner" else "; leave it out or choose other generators"
                 raise InvalidInput(f"{field_name}: {who} cannot honour it: {why}{hint}", field=field_name)
 
-    async def _capabilities_of(self, name: str, stage: Stage) -> Capabilities | None:
+    async def _unknown_words_warnings(self, request: GenerateRequest | RefineRequest, stages: dict[str, Stage]) -> list[str]:
+        """A warning per text field and set of words that chosen models with a closed vocabulary
+        (the embedded ones) do not know: their images silently leave those words out."""
+        warnings = []
+        for field_name in ("prompt", "negative_prompt"):
+            text = getattr(request, field_name) or ""
+            models_by_unknown: dict[tuple[str, ...], list[str]] = {}
+            for name, stage in stages.items():
+                capabilities = await self._capabilities_of(name, stage)
+                unknown = unknown_words(text, capabilities.vocabulary if capabilities else None)
+                if unknown:
+                    models_by_unknown.setdefault(tuple(unknown), []).append(name)
+            warnings += [_unknown_words_warning(field_name, words, names) for words, names in models_by_unknown.items()]
+        return warnings
+
+    async def models_response(self) -> ModelsResponse:
+        """The model of each stage, the words of those with a closed vocabulary, and, when one of
+        them knows the embedded shapes world's words only, what that world is."""
+        image_stages = {f"generator:{name}": (name, stage) for name, stage in self.generators.items()}
+        image_stages["refiner"] = ("refiner", self.refiner)
+
+        async def described(info: ModelInfo) -> ModelInfo:
+            if info.stage not in image_stages:
+                return info
+            # A stage still loading says nothing yet rather than hold the answer up.
+            capabilities = await self._capabilities_of(*image_stages[info.stage], timeout_s=MODELS_ANSWER_S)
+            if capabilities is None or capabilities.vocabulary is None:
+                return info
+            return info.model_copy(update={"vocabulary": sorted(capabilities.vocabulary)})
+
+        models = await asyncio.gather(*(described(ModelInfo.model_validate(model)) for model in self.models))
+        world_words = shapes_guide.known_words()
+        draws_shapes = any(info.vocabulary is not None and set(info.vocabulary) <= world_words for info in models)
+        return ModelsResponse(models=list(models), world=shapes_guide.describe() if draws_shapes else None)
+
+    async def _capabilities_of(self, name: str, stage: Stage, timeout_s: float | None = None) -> Capabilities | None:
         if name not in self._capabilities:
             try:
-                async with asyncio.timeout(self.generator_timeout_s):
+                async with asyncio.timeout(timeout_s or self.generator_timeout_s):
                     self._capabilities[name] = await stage.call("capabilities")
             except Exception:  # a stage that cannot answer fails the run itself, as reported there
                 return None
@@ -211,10 +255,12 @@ class Flow:
     def _chosen_generators(self, requested: list[str] | None) -> list[str]:
         if requested is None:
             return list(self.generators)
+        if not requested:
+            raise InvalidInput(f"generators: choose at least one of {sorted(self.generators)}", field="generators")
         unknown = [name for name in requested if name not in self.generators]
-        if unknown or not requested:
+        if unknown:
             raise InvalidInput(
-                f"generators: unknown {unknown or requested}; enabled are {sorted(self.generators)}",
+                f"generators: unknown {unknown}; enabled are {sorted(self.generators)}",
                 field="generators",
             )
         return list(dict.fromkeys(requested))
@@ -305,6 +351,16 @@ async def final_result(events: AsyncIterator[StreamEvent]) -> GenerateResponse:
     raise RuntimeError("the run ended without a result")
 
 
+def _unknown_words_warning(field_name: str, words: tuple[str, ...], models: list[str]) -> str:
+    if models == ["refiner"]:
+        who, verb = "the refiner", "does"
+    else:
+        who = ("the generator " if len(models) == 1 else "the generators ") + " and ".join(map(repr, models))
+        verb = "does" if len(models) == 1 else "do"
+    return (f"{field_name}: {who} {verb} not know {', '.join(map(repr, words))}, so the images leave "
+            f"{'it' if len(words) == 1 else 'them'} out (GET /v1/models lists the words each model knows)")
+
+
 def _generated(images: list[EncodedImage], seed: int, with_progress: bool) -> list[GeneratedImage]:
     # Only a stream shows images before the ranking.
     if not with_progress:
@@ -316,7 +372,7 @@ def _generated(images: list[EncodedImage], seed: int, with_progress: bool) -> li
 
 
 def _image_call(
-    request: GenerateRequest | DiffuseRequest, seed: int, generator: str, parameters: dict, with_progress: bool,
+    request: GenerateRequest | RefineRequest, seed: int, generator: str, parameters: dict, with_progress: bool,
     source: bytes | None = None, skip_rate: float | None = None, source_id: str | None = None,
 ) -> ImageCall:
     """A request's ask of one image model: image i seeded seed + i, each with the id it will be
@@ -331,7 +387,7 @@ def _image_call(
     )
 
 
-def _sampling(request: GenerateRequest | DiffuseRequest) -> Sampling:
+def _sampling(request: GenerateRequest | RefineRequest) -> Sampling:
     """How the request asks its models to sample (None: each model's own)."""
     return Sampling(
         request.num_inference_steps, request.guidance_scale, request.negative_prompt,

@@ -13,13 +13,13 @@ from contextlib import aclosing
 from dalleflow_client.schemas import (
     MAX_IMAGE_BASE64_CHARS,
     NDJSON,
-    DiffuseRequest,
     ErrorEvent,
     GenerateRequest,
     GenerateResponse,
     Job,
     JobRequest,
     ModelsResponse,
+    RefineRequest,
     StreamEvent,
     UpscaleRequest,
     UpscaleResponse,
@@ -44,7 +44,7 @@ MAX_BODY_BYTES = MAX_IMAGE_BASE64_CHARS + 64_000
 
 logger = logging.getLogger(__name__)
 
-# POST /v1/generate and /v1/diffuse answer a stream when the request asks for one.
+# POST /v1/generate and /v1/refine answer a stream when the request asks for one.
 STREAMED = {
     200: {
         "description": f"The answer; with `Accept: {NDJSON}`, a stream of events (StreamEvent), one JSON object a line: "
@@ -163,7 +163,9 @@ def create_app(jina_compat_enabled: bool = True, api_keys: ApiKeys | None = None
 
     @app.get("/v1/models")
     async def models(request: Request) -> ModelsResponse:
-        return ModelsResponse(models=_flow(request).models)
+        """Each stage's model and weights; the words of models with a closed vocabulary, and what
+        the embedded world is when such a model serves."""
+        return await _flow(request).models_response()
 
     @app.post("/v1/generate", responses=STREAMED)
     async def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
@@ -171,15 +173,19 @@ def create_app(jina_compat_enabled: bool = True, api_keys: ApiKeys | None = None
             return _ndjson(await _flow(request).generate_events(body))
         return await _flow(request).generate(body)
 
-    @app.post("/v1/diffuse", responses=STREAMED)
-    async def diffuse(body: DiffuseRequest, request: Request) -> GenerateResponse:
+    @app.post("/v1/refine", responses=STREAMED)
+    async def refine(body: RefineRequest, request: Request) -> GenerateResponse:
+        """Ranked variations of an image (dalle-flow's "diffuse")."""
         if _wants_stream(request):
-            return _ndjson(await _flow(request).diffuse_events(body))
-        return await _flow(request).diffuse(body)
+            return _ndjson(await _flow(request).refine_events(body))
+        return await _flow(request).refine(body)
+
+    # dalle-flow's name, for the clients that use it; left out of the schema, which has one name per call.
+    app.post("/v1/diffuse", responses=STREAMED, include_in_schema=False)(refine)
 
     @app.post("/v1/jobs", status_code=202)
     async def submit_job(body: JobRequest, request: Request) -> Job:
-        """Queues a generate or diffuse request; follow it with GET /v1/jobs/{id}."""
+        """Queues a generate or refine request; follow it with GET /v1/jobs/{id}."""
         return await _jobs(request).submit(body)
 
     @app.get("/v1/jobs/{job_id}")

@@ -20,10 +20,12 @@ What the Jina client does, and so what this module answers:
 The endpoints are dalle-flow's:
 - `/` (no target): each Doc's text is a prompt for Flow.generate; its `matches` become the
   ranked candidates as `data:image/png;base64` uris, with the generator and CLIP score in
-  tags, and its `embedding` the ranker's text embedding (the README copies it onto the pick).
+  tags, and its `embedding` the ranker's text embedding (the README copies it onto the pick);
+  the answer's warnings (words the models do not know) in `tags.warnings`.
   `num_images` keeps dalle-flow's meaning, images per generator: the embedded default has one
   generator, so `num_images: 8` gives 8 candidates where dalle-flow's three generators gave 24.
-- a target_executor containing `diffusion`: Flow.diffuse of each Doc's image with its text;
+- a target_executor naming the refiner (`refiner`, or dalle-flow's `diffusion`, which
+  this service's native API calls refine): Flow.refine of each Doc's image with its text;
   the variations, ranked, in `matches`. The Doc's embedding is kept but not used: the refiner
   is conditioned on the text.
 - `/upscale`: Flow.upscale; the same Doc with its uri replaced by the x4 PNG and
@@ -40,7 +42,7 @@ import math
 from contextlib import asynccontextmanager
 from typing import Any
 
-from dalleflow_client.schemas import Candidate, DiffuseRequest, GenerateRequest, UpscaleRequest
+from dalleflow_client.schemas import Candidate, GenerateRequest, RefineRequest, UpscaleRequest
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -54,7 +56,9 @@ logger = logging.getLogger(__name__)
 # The Jina client gives up after 300 s; answer before it does, with an error if need be.
 ANSWER_DEADLINE_S = 290.0
 GENERATE_PARAMETERS = set(GenerateRequest.model_fields) - {"prompt"}
-DIFFUSE_PARAMETERS = set(DiffuseRequest.model_fields) - {"prompt", "image", "image_id"}
+REFINE_PARAMETERS = set(RefineRequest.model_fields) - {"prompt", "image", "image_id"}
+# The target_executor names that mean the refiner: dalle-flow called its executor "diffusion".
+REFINER_TARGETS = ("refine", "diffusion")
 
 
 class Doc(BaseModel):
@@ -141,13 +145,13 @@ async def answer(flow: Flow, request: JinaRequest) -> list[dict[str, Any]]:
     if request.endpoint == "/upscale":
         handle = upscale
         _check_known(parameters, set())
-    elif request.endpoint in ("/", "/default") and "diffusion" in request.target:
-        handle = diffuse
-        _check_known(parameters, DIFFUSE_PARAMETERS | GENERATE_PARAMETERS)
+    elif request.endpoint in ("/", "/default") and any(name in request.target for name in REFINER_TARGETS):
+        handle = refine
+        _check_known(parameters, REFINE_PARAMETERS | GENERATE_PARAMETERS)
     elif request.endpoint in ("/", "/default"):
         handle = generate
         # dalle-flow sent one set of parameters to every executor; skip_rate was the diffuser's.
-        _check_known(parameters, GENERATE_PARAMETERS | DIFFUSE_PARAMETERS)
+        _check_known(parameters, GENERATE_PARAMETERS | REFINE_PARAMETERS)
     else:
         raise JinaError(f"exec_endpoint: unknown {request.endpoint!r}; this service answers '/' and '/upscale'")
     try:
@@ -167,17 +171,19 @@ async def generate(flow: Flow, doc: Doc, index: int, parameters: dict[str, Any])
     answered["embedding"] = embedding
     answered["tags"] = {**(doc.tags or {}), "seed": result.seed,
                         "generators": {name: report.status for name, report in result.generators.items()}}
+    if result.warnings:
+        answered["tags"]["warnings"] = result.warnings
     answered["matches"] = [_candidate_doc(candidate, prompt) for candidate in result.candidates]
     return answered
 
 
-async def diffuse(flow: Flow, doc: Doc, index: int, parameters: dict[str, Any]) -> dict[str, Any]:
+async def refine(flow: Flow, doc: Doc, index: int, parameters: dict[str, Any]) -> dict[str, Any]:
     prompt = _required_text(doc, index)
-    diffusion = _stage_request(
-        DiffuseRequest, index, prompt=prompt, image=_image(doc, index), **_only(parameters, DIFFUSE_PARAMETERS)
+    refinement = _stage_request(
+        RefineRequest, index, prompt=prompt, image=_image(doc, index), **_only(parameters, REFINE_PARAMETERS)
     )
     async with _image_errors_named(index):
-        result = await flow.diffuse(diffusion)
+        result = await flow.refine(refinement)
     answered = _echo(doc)
     answered["matches"] = [_candidate_doc(candidate, prompt) for candidate in result.candidates]
     return answered

@@ -1,4 +1,4 @@
-"""Jobs: a generate or diffuse request run in the background and followed by its id.
+"""Jobs: a generate or refine request run in the background and followed by its id.
 
     POST /v1/jobs {"kind": "generate", "request": {...}}   -> the job, queued
     GET /v1/jobs/{id}                                       -> status, queue position, progress, result
@@ -25,10 +25,10 @@ from contextlib import aclosing
 
 from dalleflow_client.schemas import (
     FINISHED_JOB_STATUSES,
-    DiffuseJobRequest,
     GenerateJobRequest,
     Job,
     ProgressEvent,
+    RefineJobRequest,
     ResultEvent,
     StepProgress,
     StreamEvent,
@@ -68,7 +68,7 @@ class JobManager:
         self._write_lock = asyncio.Lock()
         self._watcher: asyncio.Task | None = None
 
-    async def submit(self, job_request: GenerateJobRequest | DiffuseJobRequest) -> Job:
+    async def submit(self, job_request: GenerateJobRequest | RefineJobRequest) -> Job:
         """Checks the request now (the same 4xx as the direct call), then queues it."""
         queued_count = sum(job.status == "queued" for job in self._live.values())
         if queued_count >= self.max_queued:
@@ -76,7 +76,7 @@ class JobManager:
         if isinstance(job_request, GenerateJobRequest):
             events = await self.flow.generate_events(job_request.request)
         else:
-            events = await self.flow.diffuse_events(job_request.request)
+            events = await self.flow.refine_events(job_request.request)
         now = time.time()
         job = Job(id=uuid.uuid4().hex, kind=job_request.kind, status="queued", created_at=now, updated_at=now)
         self._live[job.id] = job

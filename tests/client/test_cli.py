@@ -18,8 +18,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def test_generate_options_map_to_the_api_names():
-    args = parse(["generate", "a red circle", "--num-images", "2", "--seed", "3", "--steps", "4",
-                  "--guidance", "5.5", "--negative-prompt", "blurry", "--generators", "dalle,diffusion",
+    args = parse(["generate", "a red circle", "--num-images", "2", "--seed", "3", "--num-inference-steps", "4",
+                  "--guidance-scale", "5.5", "--negative-prompt", "blurry", "--generators", "dalle,diffusion",
                   "--out", "out", "--json"])  # fmt: skip
     assert (args.prompt, args.num_images, args.seed, args.num_inference_steps, args.guidance_scale) == (
         "a red circle", 2, 3, 4, 5.5
@@ -30,15 +30,35 @@ def test_generate_options_map_to_the_api_names():
     assert callable(args.func)
 
 
+def test_the_old_option_names_are_still_read_and_left_out_of_help(capsys):
+    for command in (["generate", "p"], ["refine", "0123456789abcdef" * 2, "--prompt", "p"], ["jobs", "submit", "p"]):
+        args = parse([*command, "--steps", "7", "--guidance", "2.5"])
+        assert (args.num_inference_steps, args.guidance_scale) == (7, 2.5)
+        with pytest.raises(SystemExit):
+            parse([*command, "--help"])
+        shown = capsys.readouterr().out
+        assert "--num-inference-steps" in shown and "--guidance-scale" in shown
+        assert "--steps" not in shown and "--guidance " not in shown
+
+
+def test_diffuse_is_the_old_name_of_refine_and_left_out_of_help(capsys):
+    old, new = (parse([name, "pick.png", "--prompt", "p", "--skip-rate", "0.3"]) for name in ("diffuse", "refine"))
+    assert old.func is new.func and (old.image, old.prompt, old.skip_rate) == (new.image, new.prompt, new.skip_rate)
+    with pytest.raises(SystemExit):
+        parse(["--help"])
+    shown = capsys.readouterr().out
+    assert "refine" in shown and "diffuse" not in shown
+
+
 def test_defaults_come_from_the_schema():
-    args = parse(["diffuse", "0123456789abcdef" * 2, "--prompt", "p"])
+    args = parse(["refine", "0123456789abcdef" * 2, "--prompt", "p"])
     defaults = (args.num_images, args.num_inference_steps, args.guidance_scale, args.skip_rate, args.seed)
     assert defaults == (4, None, None, 0.5, None)
 
 
-def test_diffuse_needs_a_prompt(capsys):
+def test_refine_needs_a_prompt(capsys):
     with pytest.raises(SystemExit):
-        parse(["diffuse", "pick.png"])
+        parse(["refine", "pick.png"])
     assert "--prompt" in capsys.readouterr().err
 
 
@@ -62,4 +82,4 @@ def test_module_runs_and_imports_nothing_heavy():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "generate" in done.stdout and "upscale" in done.stdout
+    assert "generate" in done.stdout and "refine" in done.stdout and "upscale" in done.stdout

@@ -54,11 +54,29 @@ def test_stored_image_is_the_candidate(client, generated):
     assert client.image(best.id).convert("RGB").tobytes() == best.image.convert("RGB").tobytes()
 
 
-def test_diffuse_by_candidate_and_by_id(client, generated):
+def test_refine_by_candidate_and_by_id(client, generated):
     for pick in (generated.best, generated.best.id):
-        variations = client.diffuse(pick, PROMPT, skip_rate=0.6, num_images=2, seed=3, **FAST)
+        variations = client.refine(pick, PROMPT, skip_rate=0.6, num_images=2, seed=3, **FAST)
         assert_ranked(variations)
         assert len(variations) == 2
+
+
+def test_diffuse_the_old_name_makes_the_same_variations(client, generated):
+    def pixels(result):
+        return [candidate.image.tobytes() for candidate in result]
+
+    options = dict(skip_rate=0.6, num_images=2, seed=3, **FAST)
+    assert pixels(client.diffuse(generated.best, PROMPT, **options)) == pixels(client.refine(generated.best, PROMPT, **options))
+
+
+def test_the_cli_prints_the_warning_naming_the_words_the_models_do_not_know(server_url, tmp_path, capsys):
+    teddy = "a teddy bear on a skateboard in Times Square"  # dalle-flow's own example
+    assert main(["generate", teddy, "--url", server_url, "--num-images", "1", "--num-inference-steps", "2",
+                 "--out", str(tmp_path)]) == 0  # fmt: skip
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: prompt:")]
+    assert warnings == ["warning: prompt: the generators 'diffusion' and 'dalle' do not know 'teddy', 'bear', "
+                        "'skateboard', 'in', 'times', so the images leave them out (GET /v1/models lists the words "
+                        "each model knows)"]  # fmt: skip
 
 
 def test_upscale_gives_four_times_the_size(client, generated, tmp_path):
@@ -99,8 +117,8 @@ def json_output(capsys) -> dict:
     return json.loads(printed)
 
 
-def test_cli_json_for_generate_diffuse_and_upscale(server_url, tmp_path, capsys):
-    options = ["--url", server_url, "--num-images", "2", "--steps", "4", "--seed", "8", "--json"]
+def test_cli_json_for_generate_refine_and_upscale(server_url, tmp_path, capsys):
+    options = ["--url", server_url, "--num-images", "2", "--num-inference-steps", "4", "--seed", "8", "--json"]
     assert main(["generate", PROMPT, *options, "--out", str(tmp_path / "generated")]) == 0
     generated = json_output(capsys)
     assert (generated["prompt"], generated["seed"]) == (PROMPT, 8)
@@ -112,9 +130,12 @@ def test_cli_json_for_generate_diffuse_and_upscale(server_url, tmp_path, capsys)
     assert [read_png_metadata(path)["id"] for path in files["candidates"]] == [c["id"] for c in candidates]
 
     pick = candidates[1]["id"]
-    assert main(["diffuse", pick, "--prompt", PROMPT, *options, "--skip-rate", "0.7", "--out", str(tmp_path / "varied")]) == 0
+    assert main(["refine", pick, "--prompt", PROMPT, *options, "--skip-rate", "0.7", "--out", str(tmp_path / "varied")]) == 0
     varied = json_output(capsys)
-    assert len(varied["candidates"]) == 2 and len(varied["files"]["candidates"]) == 2
+    assert len(varied["candidates"]) == 2 and len(varied["files"]["candidates"]) == 2 and varied["warnings"] == []
+    # The old command name, the same variations.
+    assert main(["diffuse", pick, "--prompt", PROMPT, *options, "--skip-rate", "0.7", "--out", str(tmp_path / "old")]) == 0
+    assert [c["seed"] for c in json_output(capsys)["candidates"]] == [c["seed"] for c in varied["candidates"]]
 
     final = tmp_path / "final.png"
     assert main(["upscale", varied["candidates"][0]["id"], "--url", server_url, "--json", "--out", str(final)]) == 0

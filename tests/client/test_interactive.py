@@ -30,13 +30,13 @@ def tables(transcript: str) -> list[list[tuple[str, float, Path]]]:
     ]
 
 
-def test_generate_pick_vary_twice_and_upscale(server_url, tmp_path):
+def test_generate_pick_refine_twice_and_upscale(server_url, tmp_path):
     answers = [
         "9",    # out of range: asked again
         "1",    # pick candidate 1
         "0.6",  # skip_rate
         "2",    # variations
-        "v",    # vary one of these again
+        "v",    # refine one of these again, by its old answer (the prompt offers "r")
         "",     # pick the default, variation 0
         "0.8",  # skip_rate
         "",     # as many variations as before
@@ -46,6 +46,7 @@ def test_generate_pick_vary_twice_and_upscale(server_url, tmp_path):
     assert done.returncode == 0, done.stderr
     transcript = done.stdout
     assert "'9' is not a number from 0 to" in transcript
+    assert "(r: refine one of these again)" in transcript and "vary" not in transcript
 
     candidates, first_variations, second_variations = tables(transcript)
     # 2 per generator: the table ranks both generators' candidates together.

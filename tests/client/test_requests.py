@@ -10,15 +10,15 @@ from PIL import Image, ImageChops
 from dalleflow_client import AsyncClient, CandidateImage, Client, RequestError, TransportError
 from dalleflow_client.client import (
     check_response,
-    diffuse_call,
     generate_call,
     image_call,
     image_fields,
+    refine_call,
     request_body,
     upscale_call,
 )
 from dalleflow_client.images import decode_base64_image, encode_png
-from dalleflow_client.schemas import Candidate, DiffuseRequest, GenerateRequest, UpscaleRequest
+from dalleflow_client.schemas import Candidate, GenerateRequest, RefineRequest, UpscaleRequest
 
 IMAGE_ID = "0123456789abcdef" * 2
 
@@ -47,10 +47,10 @@ def test_unknown_field_names_fail_at_once():
 
 def test_image_given_as_pil_is_sent_as_base64_png():
     image = Image.effect_noise((12, 10), 50).convert("RGB")
-    body = diffuse_call(image, prompt="a red circle", skip_rate=0.7).body
+    body = refine_call(image, prompt="a red circle", skip_rate=0.7).body
     assert body.keys() == {"image", "prompt", "skip_rate"}
     assert ImageChops.difference(decode_base64_image(body["image"]).convert("RGB"), image).getbbox() is None
-    DiffuseRequest.model_validate(body)
+    RefineRequest.model_validate(body)
 
 
 def test_image_given_as_id_or_candidate_is_sent_as_its_id():
@@ -60,7 +60,7 @@ def test_image_given_as_id_or_candidate_is_sent_as_its_id():
         body = upscale_call(image).body
         assert body == {"image_id": IMAGE_ID}
         UpscaleRequest.model_validate(body)
-    assert diffuse_call(result_candidate, prompt="p").body == {"image_id": IMAGE_ID, "prompt": "p"}
+    assert refine_call(result_candidate, prompt="p").body == {"image_id": IMAGE_ID, "prompt": "p"}
 
 
 def test_image_given_as_a_file_path_is_sent_as_its_pixels(tmp_path):
@@ -82,7 +82,7 @@ def test_image_that_is_neither_id_nor_file_is_refused():
 
 
 @pytest.mark.parametrize("client_class", [Client, AsyncClient])
-@pytest.mark.parametrize(("method", "model"), [("generate", GenerateRequest), ("diffuse", DiffuseRequest)])
+@pytest.mark.parametrize(("method", "model"), [("generate", GenerateRequest), ("refine", RefineRequest), ("diffuse", RefineRequest)])
 def test_client_defaults_are_the_schema_defaults(client_class, method, model):
     for name, parameter in inspect.signature(getattr(client_class, method)).parameters.items():
         # Keyword-only ones (timeout) are about the exchange, not the request.
@@ -130,3 +130,19 @@ async def test_no_server_raises_transport_error_async(closed_port_url):
     async with AsyncClient(closed_port_url, timeout=5, retry=None) as client:
         with pytest.raises(TransportError, match="GET /healthz"):
             await client.health()
+
+
+def test_an_answer_from_a_server_that_sends_no_warnings_reads_as_none():
+    from dalleflow_client.schemas import GenerateResponse, Job
+
+    older = {"id": "a" * 32, "prompt": "p", "seed": 1, "candidates": [], "generators": {}, "timings": {}}
+    assert GenerateResponse.model_validate(older).warnings == []
+    # Its jobs say "diffuse", this one's old name for refine.
+    assert Job.model_validate({"id": "a" * 32, "kind": "diffuse", "status": "done", "created_at": 0, "updated_at": 0}).kind == "diffuse"
+
+
+def test_refine_is_posted_to_its_route_and_diffuse_is_its_old_name():
+    assert refine_call(IMAGE_ID, prompt="p").path == "/v1/refine"
+    for client_class in (Client, AsyncClient):
+        for old, new in (("diffuse", "refine"), ("diffuse_stream", "refine_stream"), ("submit_diffuse", "submit_refine")):
+            assert getattr(client_class, old) is getattr(client_class, new)

@@ -33,10 +33,10 @@ def test_a_stream_refused_by_the_server_raises_the_field(client):
     assert caught.value.status_code == 422
 
 
-async def test_async_diffuse_stream(server_url, client):
+async def test_async_refine_stream(server_url, client):
     pick = client.generate(PROMPT, num_images=1, num_inference_steps=2, generators=["diffusion"]).best
     async with AsyncClient(server_url) as async_client:
-        events = [e async for e in async_client.diffuse_stream(pick, PROMPT, skip_rate=0.5, num_images=2, num_inference_steps=4)]
+        events = [e async for e in async_client.refine_stream(pick, PROMPT, skip_rate=0.5, num_images=2, num_inference_steps=4)]
     assert [(e.generator, e.step) for e in events if isinstance(e, ProgressEvent)] == [("refiner", 1), ("refiner", 2)]
     assert isinstance(events[-1], ResultEvent) and len(events[-1].result.candidates) == 2
 
@@ -61,7 +61,7 @@ async def test_async_jobs(server_url):
 
 
 def test_cli_generate_shows_a_progress_bar_per_generator(server_url, tmp_path, capsys):
-    assert main(["generate", PROMPT, "--url", server_url, "--num-images", "1", "--steps", "3", "--out", str(tmp_path)]) == 0
+    assert main(["generate", PROMPT, "--url", server_url, "--num-images", "1", "--num-inference-steps", "3", "--out", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert "diffusion" in captured.err and "3/3" in captured.err and "1 images" in captured.err
     assert "dalle" in captured.err and "8/8" in captured.err
@@ -69,7 +69,7 @@ def test_cli_generate_shows_a_progress_bar_per_generator(server_url, tmp_path, c
 
 
 def test_cli_jobs_submit_status_wait(server_url, tmp_path, capsys):
-    assert main(["jobs", "submit", PROMPT, "--url", server_url, "--num-images", "1", "--steps", "2", "--seed", "4"]) == 0
+    assert main(["jobs", "submit", PROMPT, "--url", server_url, "--num-images", "1", "--num-inference-steps", "2", "--seed", "4"]) == 0
     job_id = capsys.readouterr().out.strip()
     assert main(["jobs", "wait", job_id, "--url", server_url, "--out", str(tmp_path)]) == 0
     assert "grid" in capsys.readouterr().out and list(tmp_path.glob("*-grid.png"))

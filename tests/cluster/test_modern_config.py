@@ -78,7 +78,7 @@ def test_two_diffusers_families_fan_out_rank_refine_and_upscale(modern_app):
         assert {(c["width"], c["height"]) for c in candidates} == {(32, 32)}
         best = candidates[0]
 
-        answer = client.post("/v1/diffuse", json={"prompt": PROMPT, "image_id": best["id"], "num_images": 2,
+        answer = client.post("/v1/refine", json={"prompt": PROMPT, "image_id": best["id"], "num_images": 2,
                                                   "skip_rate": 0.5, **sampling})  # fmt: skip
         assert answer.status_code == 200, answer.text
         variations = answer.json()["candidates"]

@@ -291,7 +291,7 @@ def cluster(models_root, tmp_path_factory):
 
 
 def serves_every_stage(cluster: LocalCluster) -> None:
-    """generate (generator + ranker), diffuse (refiner + ranker) and upscale
+    """generate (generator + ranker), refine (refiner + ranker) and upscale
     (upscaler) over HTTP through the head's proxy."""
     sampling = {"seed": 1, "num_inference_steps": 2}
     headers = {"authorization": f"Bearer {cluster.api_key}"}
@@ -304,7 +304,7 @@ def serves_every_stage(cluster: LocalCluster) -> None:
         best = generated["candidates"][0]
         assert sorted(c["generator"] for c in generated["candidates"]) == ["dalle", "dalle", "stable-diffusion", "stable-diffusion"]
         assert {(c["width"], c["height"]) for c in generated["candidates"]} == {(32, 32)}
-        answer = client.post("/v1/diffuse", json={"prompt": PROMPT, "image_id": best["id"], "num_images": 2, **sampling})
+        answer = client.post("/v1/refine", json={"prompt": PROMPT, "image_id": best["id"], "num_images": 2, **sampling})
         assert answer.status_code == 200, answer.text
         assert len(answer.json()["candidates"]) == 2
         answer = client.post("/v1/upscale", json={"image_id": best["id"]})

@@ -85,14 +85,59 @@ def test_guidance_left_out_is_each_generators_own_default(server_url, generator,
     assert image() != image(guidance_scale=own_default + 4)
 
 
-def test_diffuse_by_id_and_by_image(server_url, generated):
+def test_refine_by_id_and_by_image(server_url, generated):
     pick = generated["candidates"][0]
-    by_id = post(server_url, "/v1/diffuse", {"image_id": pick["id"], "prompt": PROMPT, "num_images": 2, "skip_rate": 0.5, **FAST})
+    by_id = post(server_url, "/v1/refine", {"image_id": pick["id"], "prompt": PROMPT, "num_images": 2, "skip_rate": 0.5, **FAST})
     assert by_id.status_code == 200, by_id.text
     assert [c["rank"] for c in by_id.json()["candidates"]] == [0, 1]
     assert {c["generator"] for c in by_id.json()["candidates"]} == {"refiner"}
-    by_image = post(server_url, "/v1/diffuse", {"image": pick["image"], "prompt": PROMPT, "num_images": 1, **FAST})
+    by_image = post(server_url, "/v1/refine", {"image": pick["image"], "prompt": PROMPT, "num_images": 1, **FAST})
     assert by_image.status_code == 200, by_image.text
+
+
+def test_diffuse_the_old_route_is_refine_and_the_schema_names_refine_only(server_url, generated):
+    body = {"image_id": generated["candidates"][0]["id"], "prompt": PROMPT, "num_images": 1, "seed": 2, **FAST}
+    old, new = (post(server_url, path, body) for path in ("/v1/diffuse", "/v1/refine"))
+    assert old.status_code == new.status_code == 200, old.text
+    pixels = [np.asarray(decode(answer.json()["candidates"][0]["image"])).tobytes() for answer in (old, new)]
+    assert pixels[0] == pixels[1]
+    assert post(server_url, "/v1/diffuse", {**body, "skip_rate": 2}).status_code == 422
+    paths = httpx.get(f"{server_url}/openapi.json", timeout=30).json()["paths"]
+    assert "/v1/refine" in paths and "/v1/diffuse" not in paths
+
+
+TEDDY = "a teddy bear on a skateboard in Times Square"  # dalle-flow's own example
+
+
+def test_a_prompt_with_words_the_models_do_not_know_answers_a_warning_naming_them(server_url, generated):
+    answer = post(server_url, "/v1/generate", {"prompt": TEDDY, "num_images": 1, **FAST})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["warnings"] == [
+        "prompt: the generators 'diffusion' and 'dalle' do not know 'teddy', 'bear', 'skateboard', 'in', 'times', "
+        "so the images leave them out (GET /v1/models lists the words each model knows)"]
+    assert generated["warnings"] == []  # the world's own caption
+    refined = post(server_url, "/v1/refine", {"image_id": generated["candidates"][0]["id"], "prompt": "a red teddy",
+                                              "num_images": 1, **FAST})  # fmt: skip
+    assert refined.json()["warnings"] == [
+        "prompt: the refiner does not know 'teddy', so the images leave it out "
+        "(GET /v1/models lists the words each model knows)"]
+
+
+def test_models_say_the_words_they_know_and_what_the_embedded_world_is(server_url):
+    answer = httpx.get(f"{server_url}/v1/models", timeout=30).json()
+    vocabularies = {model["stage"]: model["vocabulary"] for model in answer["models"]}
+    # Both embedded generators read word-level vocabularies (the DALL·E's tokenizer.json, the
+    # diffusion model's text encoder config): the world's 25 words; the other stages read no prompt.
+    assert vocabularies["generator:dalle"] == vocabularies["generator:diffusion"] == vocabularies["refiner"]
+    assert {"red", "circle", "above", "background"} <= set(vocabularies["generator:dalle"])
+    assert len(vocabularies["generator:dalle"]) == 25 and vocabularies["ranker"] is None
+    world = answer["world"]
+    assert world["words"]["backgrounds"] == ["white", "black", "gray"]
+    assert world["caption_forms"][0] == "a {colour} {shape} on the {position} on a {background} background"
+    # An example is a prompt the models know (tests/shapes/test_guide.py checks them all).
+    example = {"prompt": world["example_prompts"][0], "num_images": 1, "generators": ["dalle"]}
+    assert post(server_url, "/v1/generate", example).json()["warnings"] == []
+    assert "Configure" in world["real_checkpoints"] and "diffusers" in world["real_checkpoints"]
 
 
 def test_upscale_by_id_is_x4_and_stored(server_url, generated):
@@ -129,7 +174,7 @@ def test_the_model_that_generates_also_refines_loaded_once(server_url, generated
     diffusion = serve.get_deployment_handle("generator-diffusion", "dalleflow")
     before = diffusion.step_counts.remote().result(timeout_s=60)
     body = {"image_id": generated["candidates"][0]["id"], "prompt": PROMPT, "num_images": 1, "skip_rate": 0.5, **FAST}
-    assert post(server_url, "/v1/diffuse", body).status_code == 200
+    assert post(server_url, "/v1/refine", body).status_code == 200
     after = diffusion.step_counts.remote().result(timeout_s=60)
     # The variation ran in the generator's own replica, on its one copy of the weights.
     assert after["done"] == before["done"] + 1 and after["steps_run"] == before["steps_run"] + 2
@@ -163,13 +208,13 @@ BAD_INPUTS = [
     # The embedded generators make 32x32 images only: a request for others is refused, not resized.
     ("/v1/generate", {"prompt": PROMPT, "width": 64}, 422, "width: the generator 'diffusion' cannot honour it: 64 px"),
     ("/v1/generate", {"prompt": PROMPT, "height": 48, "generators": ["dalle"]}, 422, "height: the generator 'dalle'"),
-    ("/v1/diffuse", {"prompt": PROMPT, "image_id": VALID_ID, "skip_rate": 1.5}, 422, "skip_rate"),
-    ("/v1/diffuse", {"prompt": PROMPT, "image_id": VALID_ID, "skip_rate": -0.1}, 422, "skip_rate"),
-    ("/v1/diffuse", {"prompt": PROMPT, "image_id": VALID_ID, "num_images": 37}, 422, "num_images"),
-    ("/v1/diffuse", {"prompt": PROMPT, "image_id": VALID_ID}, 404, "image_id"),
-    ("/v1/diffuse", {"prompt": PROMPT, "image_id": "../etc/passwd"}, 422, "image_id"),
-    ("/v1/diffuse", {"prompt": PROMPT, "image": "not an image"}, 422, "image"),
-    ("/v1/diffuse", {"prompt": PROMPT}, 422, "image_id"),
+    ("/v1/refine", {"prompt": PROMPT, "image_id": VALID_ID, "skip_rate": 1.5}, 422, "skip_rate"),
+    ("/v1/refine", {"prompt": PROMPT, "image_id": VALID_ID, "skip_rate": -0.1}, 422, "skip_rate"),
+    ("/v1/refine", {"prompt": PROMPT, "image_id": VALID_ID, "num_images": 37}, 422, "num_images"),
+    ("/v1/refine", {"prompt": PROMPT, "image_id": VALID_ID}, 404, "image_id"),
+    ("/v1/refine", {"prompt": PROMPT, "image_id": "../etc/passwd"}, 422, "image_id"),
+    ("/v1/refine", {"prompt": PROMPT, "image": "not an image"}, 422, "image"),
+    ("/v1/refine", {"prompt": PROMPT}, 422, "image_id"),
     ("/v1/upscale", {"image": BOMB}, 413, "image"),
     ("/v1/upscale", {"image": "A" * 8_000_001}, 422, "image"),
     ("/v1/upscale", {"image_id": VALID_ID}, 404, "image_id"),

@@ -52,7 +52,7 @@ def test_deleting_a_running_job_stops_the_model(server_url):
     before = step_counts("generator-diffusion")
     request = {"prompt": PROMPT, "image_id": pick.json()["candidates"][0]["id"], "num_images": 16,
                "skip_rate": 0.0, "num_inference_steps": 100}  # fmt: skip
-    job = submit(server_url, request, kind="diffuse")
+    job = submit(server_url, request, kind="refine")
     wait_for(server_url, job["id"], lambda j: "refiner" in j["progress"])
     cancelled = httpx.delete(f"{server_url}/v1/jobs/{job['id']}", timeout=60)
     assert cancelled.status_code == 200, cancelled.text
@@ -84,3 +84,15 @@ def test_a_job_outlives_the_connection_that_submitted_it(server_url):
         job = submit(server_url, {"prompt": PROMPT, "num_images": 1, "num_inference_steps": 2, "seed": seed})
         finished = wait_for(server_url, job["id"], lambda j: j["status"] in FINISHED_JOB_STATUSES, timeout_s=120)
         assert finished["status"] == "done", finished
+
+
+def test_a_job_of_kind_diffuse_the_old_name_is_a_refine_job_answered_under_that_name(server_url):
+    pick = httpx.post(f"{server_url}/v1/generate", timeout=300,
+                      json={"prompt": PROMPT, "num_images": 1, "num_inference_steps": 2, "generators": ["diffusion"]})
+    request = {"prompt": PROMPT, "image_id": pick.json()["candidates"][0]["id"], "num_images": 1, "num_inference_steps": 2}
+    for kind in ("refine", "diffuse"):
+        job = submit(server_url, request, kind=kind)
+        assert job["kind"] == kind  # an older client reads back the kind it sent
+        done = wait_for(server_url, job["id"], lambda j: j["status"] in FINISHED_JOB_STATUSES)
+        assert done["status"] == "done", done
+        assert [c["generator"] for c in done["result"]["candidates"]] == ["refiner"]

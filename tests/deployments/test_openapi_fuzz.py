@@ -8,7 +8,7 @@ valid and invalid. It works from a copy of the schema in which num_inference_ste
 num_images are required and have lower maxima, so every valid case is cheap on a CPU (left
 out, they would take the server's defaults); the server keeps its own limits, and the
 invalid cases still probe them. The copy also carries examples with a real image, so
-diffuse, upscale and the image route are reached past their validation.
+refine, upscale and the image route are reached past their validation.
 
 Then the inputs Python's JSON parser takes but schemathesis never makes (NaN, Infinity,
 lone surrogates), each answered 422 naming its field.
@@ -48,7 +48,7 @@ def cheapened(schema: dict) -> dict:
 def with_real_examples(schema: dict, image: dict) -> dict:
     """Examples naming an image the store holds, for the operations that need one."""
     components = schema["components"]["schemas"]
-    components["DiffuseRequest"]["example"] = {"prompt": PROMPT, "image_id": image["id"], **CHEAP_MAXIMA}
+    components["RefineRequest"]["example"] = {"prompt": PROMPT, "image_id": image["id"], **CHEAP_MAXIMA}
     components["UpscaleRequest"]["example"] = {"image": image["image"]}
     [image_id] = [p for p in schema["paths"]["/v1/images/{image_id}"]["get"]["parameters"] if p["name"] == "image_id"]
     image_id["example"] = image["id"]
@@ -82,9 +82,9 @@ def test_no_request_gets_a_server_error(server_url, stored_image, tmp_path):
     assert summary["operations"]["tested"] == summary["operations"]["total"] > 0
     assert summary["test_cases"]["errored"] == 0
     assert 200 <= summary["test_cases"]["generated"] <= 1500, summary["test_cases"]  # a few hundred, bounded
-    # The examples reached past validation: diffuse and upscale accepted a case each.
+    # The examples reached past validation: refine and upscale accepted a case each.
     accepted = {name: sum(phase["accepted"] for phase in rates.values()) for name, rates in summary["valid_rates"].items()}
-    assert accepted["POST /v1/diffuse"] > 0 and accepted["POST /v1/upscale"] > 0, summary["valid_rates"]
+    assert accepted["POST /v1/refine"] > 0 and accepted["POST /v1/upscale"] > 0, summary["valid_rates"]
 
 
 FAST = f'"num_inference_steps": 1, "num_images": 1, "prompt": "{PROMPT}"'
@@ -99,7 +99,7 @@ FAST = f'"num_inference_steps": 1, "num_images": 1, "prompt": "{PROMPT}"'
         ("/v1/generate", f'{{{FAST}, "prompt": "a red \\ud800circle"}}', "prompt"),
         ("/v1/generate", f'{{{FAST}, "negative_prompt": "\\udfff"}}', "negative_prompt"),
         ("/v1/generate", f'{{{FAST}, "generators": ["\\ud800"]}}', "generators"),
-        ("/v1/diffuse", '{"prompt": "\\ud800", "image_id": "' + "0" * 32 + '"}', "prompt"),
+        ("/v1/refine", '{"prompt": "\\ud800", "image_id": "' + "0" * 32 + '"}', "prompt"),
     ],
 )
 def test_inputs_json_cannot_carry_back_are_422_naming_the_field(server_url, path, body, field):

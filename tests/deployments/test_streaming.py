@@ -51,12 +51,12 @@ def test_generate_streams_both_generators_progress_then_images_then_the_same_ans
     ]
 
 
-def test_diffuse_streams_the_refiners_steps(server_url):
+def test_refine_streams_the_refiners_steps(server_url):
     pick = httpx.post(server_url + "/v1/generate", timeout=300,
                       json={"prompt": PROMPT, "num_images": 1, "num_inference_steps": 2, "generators": ["diffusion"]})
     body = {"prompt": PROMPT, "image_id": pick.json()["candidates"][0]["id"], "num_images": 2, "skip_rate": 0.5,
             "num_inference_steps": 8}  # fmt: skip
-    events = [STREAM_EVENT.validate_json(line) for line in stream_lines(server_url, "/v1/diffuse", body)]
+    events = [STREAM_EVENT.validate_json(line) for line in stream_lines(server_url, "/v1/refine", body)]
     steps = [(e.generator, e.step, e.step_count) for e in events if isinstance(e, ProgressEvent)]
     assert steps == [("refiner", step, 4) for step in range(1, 5)]  # half the schedule skipped
     assert isinstance(events[-1], ResultEvent) and len(events[-1].result.candidates) == 2

@@ -24,6 +24,7 @@ from dalleflow.models.contract import (
     TextToImage,
     check_role,
     expand,
+    unknown_words,
 )
 from tests.tiny_checkpoints import DALLE_FIXTURES
 
@@ -336,3 +337,10 @@ def test_a_family_that_makes_other_sizes_makes_the_size_asked(sized):
     height, width = limits.own[0], limits.own[1] + limits.multiple
     images = model.generate([PROMPT, OTHERS[0]], [0, 1], dataclasses.replace(spec.sampling, height=height, width=width))
     assert [image.size for image in images] == [(width, height)] * 2
+
+
+def test_unknown_words_are_those_outside_a_closed_vocabulary_in_order_once():
+    known = frozenset({"a", "red", "circle", "on", "the", "left"})
+    assert unknown_words("A red CIRCLE, a teddy bear; a Teddy!", known) == ["teddy", "bear"]
+    assert unknown_words("a red circle on the left.", known) == []
+    assert unknown_words("anything at all", None) == []  # an open vocabulary reads every word

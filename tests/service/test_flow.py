@@ -5,7 +5,7 @@ import io
 
 import pytest
 from PIL import Image
-from dalleflow_client.schemas import GenerateRequest
+from dalleflow_client.schemas import GenerateRequest, RefineRequest
 
 from dalleflow.models.ranker import ClipRanker
 from dalleflow.service.errors import InvalidInput, StageUnavailable
@@ -113,3 +113,38 @@ async def test_an_image_is_encoded_to_png_once_and_those_bytes_are_stored_answer
     encoded.clear()
     upscaled = await subject.upscale(UpscaleRequest(image_id=answer.candidates[0].id))
     assert encoded == [(128, 128)] and subject.store.png_bytes(upscaled.id) == base64.b64decode(upscaled.image)
+
+
+TEDDY = "a teddy bear on a skateboard in Times Square"  # dalle-flow's own example
+
+
+async def test_words_the_models_do_not_know_are_named_in_one_warning_per_field(tiny_diffusion, ranker, tmp_path):
+    stage = LocalStage(tiny_diffusion)  # a word-level text encoder: the shapes world's words only
+    subject = flow({"a": stage, "b": stage}, ranker, tmp_path)
+    answer = await subject.generate(GenerateRequest(prompt=TEDDY, negative_prompt="blurry, a red circle",
+                                                    num_images=1, num_inference_steps=1, seed=0))  # fmt: skip
+    assert answer.warnings == [
+        "prompt: the generators 'a' and 'b' do not know 'teddy', 'bear', 'skateboard', 'in', 'times', so the "
+        "images leave them out (GET /v1/models lists the words each model knows)",
+        "negative_prompt: the generators 'a' and 'b' do not know 'blurry', so the images leave it out "
+        "(GET /v1/models lists the words each model knows)",
+    ]
+    known = await subject.generate(GenerateRequest(prompt=PROMPT.upper() + ".", num_images=1, num_inference_steps=1))
+    assert known.warnings == []
+    refined = await subject.refine(RefineRequest(prompt=TEDDY, image_id=answer.candidates[0].id, num_images=1,
+                                                 num_inference_steps=1))  # fmt: skip
+    assert [warning.split(" do")[0] for warning in refined.warnings] == ["prompt: the refiner"]
+
+
+async def test_models_answer_their_words_and_the_world_they_draw(tiny_diffusion, ranker, tmp_path):
+    from dalleflow.shapes import guide, parse_caption
+
+    subject = flow({"a": LocalStage(tiny_diffusion)}, ranker, tmp_path)
+    subject.models = [{"stage": "generator:a", "name": "a", "model": "shapes-diffusion", "weights": "embedded:x"},
+                      {"stage": "ranker", "name": "ranker", "model": "open-clip", "weights": "local-dir:y"}]  # fmt: skip
+    answer = await subject.models_response()
+    assert answer.models[0].vocabulary == sorted(guide.known_words())
+    assert answer.models[1].vocabulary is None  # a ranker reads no prompt for the images
+    assert answer.world.name == "shapes" and answer.world.words["shapes"] == ["circle", "square", "triangle"]
+    assert all(parse_caption(prompt) for prompt in answer.world.example_prompts)
+    assert "Configure" in answer.world.real_checkpoints

@@ -97,14 +97,22 @@ async def test_generation_answers_each_doc_in_order_with_ranked_candidates(post)
     assert np.linalg.norm(first["embedding"]) == pytest.approx(1.0, abs=1e-5)
 
 
+async def test_words_the_models_do_not_know_are_named_in_the_docs_tags(post):
+    docs = [{"text": "a teddy bear on a red circle"}, {"text": PROMPT}]
+    teddy, known = (await post(jina_body(docs, {"num_images": 1.0, **FAST})))["data"]
+    assert "'teddy', 'bear'" in teddy["tags"]["warnings"][0] and "warnings" not in known["tags"]
+
+
 async def test_data_as_docs_object_is_read_too(post):
     answer = await post(jina_body({"docs": [{"id": "c" * 32, "text": PROMPT}]}, {"num_images": 1.0, **FAST}))
     assert status_of(answer)["code"] == 0 and [d["id"] for d in answer["data"]] == ["c" * 32]
 
 
-async def test_diffusion_target_answers_num_images_variations_of_the_doc(post):
+# dalle-flow's executor name, and the refiner's own.
+@pytest.mark.parametrize("target", ["diffusion", "refiner"])
+async def test_a_refiner_target_answers_num_images_variations_of_the_doc(post, target):
     pick = {"id": "d" * 32, "text": PROMPT, "uri": data_uri(render_caption(PROMPT, seed=1)), "embedding": [0.5, 0.5]}
-    answer = await post(jina_body([pick], {"skip_rate": 0.5, "num_images": 3.0, **FAST}, target_executor="diffusion"))
+    answer = await post(jina_body([pick], {"skip_rate": 0.5, "num_images": 3.0, **FAST}, target_executor=target))
     assert status_of(answer)["code"] == 0
     [doc] = answer["data"]
     assert doc["id"] == pick["id"] and doc["uri"] == pick["uri"] and doc["embedding"] == [0.5, 0.5]

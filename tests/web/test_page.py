@@ -9,6 +9,7 @@ docs/web-page.png, which the README shows (a plain test run changes no tracked f
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -100,7 +101,7 @@ def card_ids(cards) -> list[str]:
     return cards.evaluate_all("cards => cards.map(card => card.dataset.id)")
 
 
-def test_generate_pick_vary_upscale_download(page, shots):
+def test_generate_pick_refine_upscale_download(page, shots):
     expect(page.get_by_role("heading", name="dalleflow")).to_be_visible()
     shots.take(page, "opened")
 
@@ -153,7 +154,7 @@ def test_generate_pick_vary_upscale_download(page, shots):
     page.locator("#skip-rate").fill("0.6")
     expect(page.locator("#skip-rate-value")).to_have_text("0.60")
     page.get_by_label("Number of variations").fill("2")
-    page.get_by_role("button", name="Vary", exact=True).click()
+    page.get_by_role("button", name="Refine", exact=True).click()
     variations = page.locator("#variations .card")
     expect(variations).to_have_count(2)
     expect(variations.locator(".rank")).to_have_text(["#0", "#1"])
@@ -225,3 +226,54 @@ def test_an_empty_prompt_shows_the_api_error_naming_the_field(page, shots):
     expect(banner).to_contain_text("prompt: String should have at least 1 character")
     expect(page.get_by_label("Prompt", exact=True)).to_have_attribute("aria-invalid", "true")
     shots.take(page, "empty-prompt-error")
+
+
+TEDDY = "a teddy bear on a skateboard in Times Square"  # dalle-flow's own example
+
+
+def test_negative_prompt_generator_choice_examples_and_a_warning_for_unknown_words(page, server_url, shots):
+    # The embedded world explains itself: prompts to try, and what the models know.
+    examples = page.locator("#examples button")
+    expect(examples).to_have_count(6)
+    page.get_by_text("What the embedded models draw").click()
+    expect(page.locator("#world-forms")).to_contain_text("a {colour} {shape} to the left of a {colour} {shape}")
+    expect(page.locator("#world-words")).to_contain_text("circle, square, triangle")
+    expect(page.locator("#world-checkpoints")).to_contain_text("Configure")
+    shots.take(page, "world")
+
+    page.get_by_label("Prompt", exact=True).fill(TEDDY)
+    page.get_by_label("Negative prompt").fill("blurry")
+    expect(page.get_by_label("dalle", exact=True)).to_be_checked()
+    page.get_by_label("diffusion", exact=True).uncheck()
+    page.get_by_label("Images per generator").fill("2")
+    page.get_by_label("Steps").fill("2")
+    page.get_by_role("button", name="Generate").click()
+    candidates = page.locator("#candidates .card")
+    expect(candidates).to_have_count(2)  # the DALL·E's only
+    expect(candidates.locator(".generator")).to_have_text(["dalle", "dalle"])
+    warnings = page.get_by_role("note", name="Warnings")
+    expect(warnings).to_be_visible()
+    expect(warnings).to_contain_text(
+        "prompt: the generator 'dalle' does not know 'teddy', 'bear', 'skateboard', 'in', 'times'")
+    expect(warnings).to_contain_text("negative_prompt: the generator 'dalle' does not know 'blurry'")
+    shots.take(page, "teddy-bear-warned")
+    # The negative prompt reached the model: its PNG's parameters say so.
+    stored = page.request.get(f"{server_url}/v1/images/{card_ids(candidates)[0]}")
+    made = json.loads(Image.open(io.BytesIO(stored.body())).text["dalleflow"])
+    assert (made["generator"], made["parameters"]["negative_prompt"]) == ("dalle", "blurry")
+
+    # An example fills the prompt; the world's own words answer without a warning.
+    examples.nth(0).click()
+    prompt = page.get_by_label("Prompt", exact=True)
+    assert prompt.input_value() == examples.nth(0).text_content()
+    page.get_by_label("Negative prompt").fill("")
+    page.get_by_label("dalle", exact=True).uncheck()
+    page.get_by_role("button", name="Generate").click()
+    # No generator ticked: the API's 422 names the field, which the page marks.
+    expect(page.get_by_role("alert")).to_contain_text("generators: choose at least one")
+    expect(page.locator("#generators")).to_have_attribute("aria-invalid", "true")
+    page.get_by_label("diffusion", exact=True).check()
+    page.get_by_role("button", name="Generate").click()
+    expect(candidates.locator(".generator")).to_have_text(["diffusion", "diffusion"])
+    expect(warnings).to_be_hidden()
+    shots.take(page, "example-generated")

@@ -79,7 +79,7 @@ class DalleGenerator:
     def capabilities(self) -> Capabilities:
         """Its images are the VQGAN's decode of a square token grid: that size only."""
         side = math.isqrt(self.pipeline.model.config.image_length) * 2 ** (len(self.pipeline.vqgan.config.ch_mult) - 1)
-        return Capabilities(refine=False, size=SizeLimits(own=(side, side)))
+        return Capabilities(refine=False, size=SizeLimits(own=(side, side)), vocabulary=self.pipeline.tokenizer.known_words)
 
     def generate(
         self,

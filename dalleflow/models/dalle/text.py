@@ -163,6 +163,16 @@ class DalleBartTokenizer:
             prompts = [self.normalizer(p) for p in prompts]
         return self._encode(prompts)
 
+    @property
+    def known_words(self) -> frozenset[str] | None:
+        """The words of a word-level vocabulary (the shapes DALL·E's), its special tokens left out;
+        None for dalle-mini's BPE, which spells any word from pieces."""
+        from tokenizers.models import WordLevel
+
+        if not isinstance(self.tokenizer.model, WordLevel):
+            return None
+        return frozenset(token for token in self.tokenizer.get_vocab() if re.fullmatch(r"\w+", token))
+
     def uncond(self) -> tuple[np.ndarray, np.ndarray]:
         """Super-conditioning's unconditional prompt: "" tokenized as it is (dalle-mini
         does not normalise it, which would make it " "), [1, max_text_length]."""

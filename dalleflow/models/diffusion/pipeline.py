@@ -206,7 +206,8 @@ class ShapesDiffusion:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(size=SizeLimits(own=(self.config.image_size, self.config.image_size)))
+        return Capabilities(size=SizeLimits(own=(self.config.image_size, self.config.image_size)),
+                            vocabulary=self.tokenizer.known_words)
 
     def generate(
         self,

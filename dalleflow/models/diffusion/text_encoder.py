@@ -33,6 +33,11 @@ class WordTokenizer:
         self.index = {word: i for i, word in enumerate(vocab)}
         self.max_length = max_length
 
+    @property
+    def known_words(self) -> frozenset[str]:
+        """Every word with a token of its own: not padding, not the unknown token."""
+        return frozenset(self.vocab) - {PAD, UNKNOWN}
+
     def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids [B, L] and a mask [B, L] that is 1 on real tokens."""
         ids = torch.zeros(len(prompts), self.max_length, dtype=torch.long)

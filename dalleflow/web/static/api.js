@@ -63,11 +63,18 @@ async function send(path, init) {
 }
 
 async function post(path, body) {
-  const response = await send(path, {
+  return answerOf(await send(path, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
-  });
+  }));
+}
+
+async function get(path) {
+  return answerOf(await send(path, { method: "GET", headers: {} }));
+}
+
+async function answerOf(response) {
   const text = await response.text();
   let data = null;
   try {
@@ -117,8 +124,10 @@ async function postStreamed(path, body, onEvent) {
 }
 
 export const generate = (body, onEvent) => postStreamed("v1/generate", body, onEvent);
-export const diffuse = (body, onEvent) => postStreamed("v1/diffuse", body, onEvent);
+export const refine = (body, onEvent) => postStreamed("v1/refine", body, onEvent);
 export const upscale = (body) => post("v1/upscale", body);
+// {models: [{stage, name, model, weights, vocabulary}], world: {summary, words, caption_forms, example_prompts, ...} | null}
+export const models = () => get("v1/models");
 // The stored PNG, with its prompt, seed and parameters in its text chunks.
 export const imageUrl = (id) => `v1/images/${encodeURIComponent(id)}`;
 export const pngDataUrl = (base64) => `data:image/png;base64,${base64}`;

@@ -1,17 +1,17 @@
-// The page's state and handlers: generate -> pick -> vary or upscale -> download.
+// The page's state and handlers: generate -> pick -> refine or upscale -> download.
 
 import * as api from "./api.js";
 import { addToHistory, loadHistory } from "./history.js";
 import {
-  clearError, describe, markPicked, renderGrid, renderHistory, showError, showGenerated, showStep, sourceOf,
-  startProgress,
+  clearError, describe, markPicked, renderGenerators, renderGrid, renderHistory, renderWarnings, renderWorld, showError,
+  showGenerated, showStep, sourceOf, startProgress,
 } from "./views.js";
 
 const byId = (id) => document.getElementById(id);
 const generateForm = byId("generate-form");
-const varyForm = byId("vary-form");
+const refineForm = byId("refine-form");
 
-let pick = null; // the image record that Vary and Upscale work on
+let pick = null; // the image record that Refine and Upscale work on
 let isBusy = false;
 
 // An empty box is left out of the request, so the API's default applies (a random
@@ -26,7 +26,15 @@ function sampling() {
     seed: numberOf(fields.seed),
     num_inference_steps: numberOf(fields.num_inference_steps),
     guidance_scale: numberOf(fields.guidance_scale),
+    negative_prompt: fields.negative_prompt.value.trim() || undefined,
   };
+}
+
+// The generators to ask: undefined (every enabled one) while all are ticked, else those ticked.
+function chosenGenerators() {
+  const boxes = [...generateForm.querySelectorAll('input[name="generator"]')];
+  const ticked = boxes.filter((box) => box.checked).map((box) => box.value);
+  return ticked.length === boxes.length ? undefined : ticked;
 }
 
 function record(candidate, prompt, kind) {
@@ -78,7 +86,7 @@ async function run(label, forms, task) {
   if (isBusy) return;
   isBusy = true;
   clearError();
-  const buttons = ["generate", "vary", "upscale"].map(byId);
+  const buttons = ["generate", "refine", "upscale"].map(byId);
   for (const button of buttons) button.disabled = true;
   const stop = startProgress(label);
   try {
@@ -100,7 +108,9 @@ async function run(label, forms, task) {
 generateForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const fields = generateForm.elements;
-  const body = { prompt: fields.prompt.value, num_images: numberOf(fields.num_images), ...sampling() };
+  const body = {
+    prompt: fields.prompt.value, num_images: numberOf(fields.num_images), generators: chosenGenerators(), ...sampling(),
+  };
   run("Generating", [generateForm], async () => {
     const answer = await api.generate(body, showEvent);
     const entries = answer.candidates.map((candidate) => record(candidate, answer.prompt, "candidate"));
@@ -109,25 +119,27 @@ generateForm.addEventListener("submit", (event) => {
     byId("pick-section").hidden = true;
     byId("variations-section").hidden = true;
     renderGrid("candidates", entries, setPick);
+    renderWarnings("candidates-warnings", answer.warnings);
     byId("candidates-summary").textContent = summary(answer);
     byId("candidates-section").hidden = false;
     remember(entries);
   });
 });
 
-varyForm.addEventListener("submit", (event) => {
+refineForm.addEventListener("submit", (event) => {
   event.preventDefault();
   if (!pick) return;
   const source = pick;
-  const fields = varyForm.elements;
+  const fields = refineForm.elements;
   const body = {
     image_id: source.id, prompt: source.prompt,
     skip_rate: Number(fields.skip_rate.value), num_images: numberOf(fields.num_images), ...sampling(),
   };
-  run("Making variations", [varyForm, generateForm], async () => {
-    const answer = await api.diffuse(body, showEvent);
+  run("Refining", [refineForm, generateForm], async () => {
+    const answer = await api.refine(body, showEvent);
     const entries = answer.candidates.map((candidate) => record(candidate, answer.prompt, "variation"));
     renderGrid("variations", entries, setPick);
+    renderWarnings("variations-warnings", answer.warnings);
     byId("variations-summary").textContent = `skip rate ${body.skip_rate} · ${summary(answer)}`;
     byId("variations-section").hidden = false;
     remember(entries);
@@ -162,3 +174,16 @@ byId("prompt").addEventListener("keydown", (event) => {
 });
 
 renderHistory(loadHistory(), setPick);
+
+// The generators to choose from and, with the embedded models, what they draw. The page works
+// without them (every generator is asked), so a failure here is shown and no more.
+api.models().then(
+  (answer) => {
+    renderGenerators(answer.models.filter((model) => model.stage.startsWith("generator:")).map((model) => model.name));
+    renderWorld(answer.world, (prompt) => {
+      byId("prompt").value = prompt;
+      byId("prompt").focus();
+    });
+  },
+  (error) => showError(error.message),
+);

@@ -143,3 +143,73 @@ export function clearError() {
   byId("error-text").textContent = "";
   for (const field of document.querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
 }
+
+// An answer's warnings (words its models do not know...), or nothing when it has none.
+export function renderWarnings(listId, warnings) {
+  const list = byId(listId);
+  list.replaceChildren(
+    ...(warnings || []).map((warning) => {
+      const item = document.createElement("li");
+      item.textContent = warning;
+      return item;
+    }),
+  );
+  list.hidden = !list.children.length;
+}
+
+// A checkbox per generator, all checked: the request names them only when some are left out.
+export function renderGenerators(names) {
+  const fieldset = byId("generators");
+  fieldset.replaceChildren(fieldset.querySelector("legend") || document.createElement("legend"));
+  for (const name of names) {
+    const label = document.createElement("label");
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.name = "generator";
+    box.value = name;
+    box.checked = true;
+    label.append(box, ` ${name}`);
+    fieldset.append(label);
+  }
+  fieldset.hidden = names.length < 2; // one generator is no choice
+}
+
+// What the embedded world is: its example prompts (a click fills the prompt box), its
+// caption forms and words, and where to go for models that draw anything.
+export function renderWorld(world, onExample) {
+  const section = byId("world");
+  if (!world) {
+    section.hidden = true;
+    return;
+  }
+  byId("examples").replaceChildren(
+    ...world.example_prompts.map((prompt) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = prompt;
+      button.addEventListener("click", () => onExample(prompt));
+      const item = document.createElement("li");
+      item.append(button);
+      return item;
+    }),
+  );
+  byId("world-summary").textContent = world.summary;
+  byId("world-forms").replaceChildren(
+    ...world.caption_forms.map((form) => {
+      const item = document.createElement("li");
+      item.textContent = form;
+      return item;
+    }),
+  );
+  byId("world-words").replaceChildren(
+    ...Object.entries(world.words).flatMap(([kind, words]) => {
+      const term = document.createElement("dt");
+      term.textContent = kind;
+      const definition = document.createElement("dd");
+      definition.textContent = words.join(", ");
+      return [term, definition];
+    }),
+  );
+  byId("world-checkpoints").textContent = world.real_checkpoints;
+  section.hidden = false;
+}
