@@ -36,6 +36,10 @@ class AppConfig(BaseModel):
     store_path: str | None = Field(None, description="Image store folder; default $DALLEFLOW_STORE or ~/.local/share/dalleflow/images.")
     generator_timeout_s: float = Field(120.0, gt=0, description="Deadline of each generator per request.")
     jina_compat: bool = Field(True, description="Also answer dalle-flow's Jina HTTP client at POST /post.")
+    jina_grpc: str | None = Field(
+        None, pattern=r"^[^\s:]+:\d{1,5}$",
+        description="Also answer dalle-flow's Jina gRPC client (grpc://) on host:port, e.g. 127.0.0.1:51005 (dalle-flow's port).",
+    )
     jobs_at_once: int = Field(1, ge=1, description="Jobs (POST /v1/jobs) each ingress replica runs at once; the others wait in order.")
     max_queued_jobs: int = Field(100, ge=0, description="Jobs waiting per ingress replica before POST /v1/jobs answers 429.")
     api_keys_env: str = Field(
@@ -116,6 +120,7 @@ def compose_app(args: dict | None = None, deployments: list[dict] | None = None)
         store_path=config.store_path,
         generator_timeout_s=config.generator_timeout_s,
         jina_compat=config.jina_compat,
+        jina_grpc=config.jina_grpc,
         jobs_at_once=config.jobs_at_once,
         max_queued_jobs=config.max_queued_jobs,
         api_keys_env=config.api_keys_env,

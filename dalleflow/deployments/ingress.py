@@ -7,6 +7,8 @@ an app object created at import time would be pickled and copied by Serve.
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import FastAPI
 from ray import serve
 from ray.exceptions import RayActorError
@@ -16,6 +18,8 @@ from dalleflow.deployments.observability import IngressMetrics, TimedStage, log_
 from dalleflow.service.auth import ApiKeys
 from dalleflow.service.flow import Flow
 from dalleflow.service.http import create_app
+from dalleflow.service.jina_compat import respond
+from dalleflow.service.jina_grpc import JinaGrpcServer
 from dalleflow.service.jobs import JobManager
 from dalleflow.service.stages import HandleStage
 from dalleflow.service.store import ImageStore
@@ -39,6 +43,7 @@ class Ingress:
         store_path: str | None = None,
         generator_timeout_s: float = 120.0,
         jina_compat: bool = True,
+        jina_grpc: str | None = None,
         jobs_at_once: int = 1,
         max_queued_jobs: int = 100,
         api_keys_env: str = "DALLEFLOW_API_KEYS",
@@ -63,12 +68,17 @@ class Ingress:
             generator_timeout_s=generator_timeout_s,
         )
         self.jobs = JobManager(self.flow, concurrency=jobs_at_once, max_queued=max_queued_jobs)
+        # Started with the app, on the replica's event loop (see service/jina_grpc).
+        self.jina_grpc = JinaGrpcServer(functools.partial(respond, self.flow), jina_grpc, self.api_keys) if jina_grpc else None
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         app = create_app(jina_compat_enabled=self.jina_compat, api_keys=self.api_keys)
         observe_requests(app, self.metrics)
         app.state.flow = self.flow
         app.state.jobs = self.jobs
+        if self.jina_grpc is not None:
+            app.router.on_startup.append(self.jina_grpc.start)
+            app.router.on_shutdown.append(self.jina_grpc.stop)
         return app
 
     # The same calls as the HTTP routes, for Ray Python handles:

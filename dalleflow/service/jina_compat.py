@@ -1,4 +1,5 @@
-"""dalle-flow's 2022 client code, unchanged, against this service: Jina's HTTP protocol over the Flow.
+"""dalle-flow's 2022 client code, unchanged, against this service: Jina's HTTP protocol over the Flow
+(and, through `respond`, its gRPC protocol: service/jina_grpc).
 
     from docarray import Document                      # docarray 0.x with jina 3.x
     server_url = 'http://127.0.0.1:8000'               # the service's own HTTP port
@@ -117,26 +118,34 @@ router = APIRouter()
 
 @router.post("/post", include_in_schema=False)
 async def post(request: Request) -> JSONResponse:
-    flow: Flow = request.app.state.flow
-    request_id = None
     try:
         body = _strict_json(await request.body())
+    except Exception as error:
+        return SafeJSONResponse(error_body(None, error))
+    # Safe: the Docs come back as sent, and a tag may hold what UTF-8 cannot encode.
+    return SafeJSONResponse(await respond(request.app.state.flow, body))
+
+
+async def respond(flow: Flow, body: Any) -> dict[str, Any]:
+    """The answer to a Jina request body (its JSON form, whichever transport brought it):
+    the answered Docs, or Jina's error shape; never an exception, never a hang."""
+    request_id = None
+    try:
         if isinstance(body, dict) and isinstance(body.get("header"), dict):
             request_id = body["header"].get("request_id")
         jina_request = JinaRequest.model_validate(body)
         docs = await asyncio.wait_for(answer(flow, jina_request), ANSWER_DEADLINE_S)
     except TimeoutError:
-        return error_answer(request_id, TimeoutError(f"no answer within {ANSWER_DEADLINE_S:.0f} s"))
+        return error_body(request_id, TimeoutError(f"no answer within {ANSWER_DEADLINE_S:.0f} s"))
     except Exception as error:  # every failure is the client's BadServer, never a hang or a 500
         if not _is_the_requests_fault(error):
             logger.exception("jina-compatible request %s failed", request_id)
-        return error_answer(request_id, error)
+        return error_body(request_id, error)
     header = {"request_id": jina_request.header.request_id, "exec_endpoint": jina_request.endpoint,
               "status": {"code": 0}}
     if jina_request.target:
         header["target_executor"] = jina_request.target
-    # Safe: the Docs come back as sent, and a tag may hold what UTF-8 cannot encode.
-    return SafeJSONResponse({"header": header, "data": docs})
+    return {"header": header, "data": docs}
 
 
 async def answer(flow: Flow, request: JinaRequest) -> list[dict[str, Any]]:
@@ -199,12 +208,12 @@ async def upscale(flow: Flow, doc: Doc, index: int, parameters: dict[str, Any]) 
     return answered
 
 
-def error_answer(request_id: str | None, error: Exception) -> JSONResponse:
-    """Jina's error shape: HTTP 200 and header.status.code 1 (ERROR)."""
+def error_body(request_id: str | None, error: Exception) -> dict[str, Any]:
+    """Jina's error shape: header.status.code 1 (ERROR), answered with HTTP 200 (or gRPC OK)."""
     description = _describe(error)
     status = {"code": 1, "description": description,
               "exception": {"name": type(error).__name__, "args": [description], "stacks": []}}
-    return SafeJSONResponse({"header": {"request_id": request_id or "", "status": status}})
+    return {"header": {"request_id": request_id or "", "status": status}}
 
 
 def _strict_json(body: bytes) -> Any:

@@ -21,7 +21,7 @@ from ray import serve
 
 from dalleflow.deployments.app import compose_app
 from dalleflow.deployments.config_check import validate_serve_config
-from tests.conftest import deploy_session_app
+from tests.conftest import _free_port, deploy_session_app
 from tests.tiny_checkpoints import DALLE_FIXTURES, save_tiny_glid3
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def models_root(tmp_path_factory, tiny_clip_folder) -> Path:
     return root
 
 
-def on_this_machine(models_root: Path, store: Path) -> dict:
+def on_this_machine(models_root: Path, store: Path, grpc_port: int) -> dict:
     config = yaml.safe_load(CONFIG.read_text())
     assert validate_serve_config(config) == []
     (application,) = config["applications"]
@@ -61,6 +61,7 @@ def on_this_machine(models_root: Path, store: Path) -> dict:
         spec.get("options", {}).pop("dtype", None)
     args["generators"]["glid3"]["options"]["image_size"] = 64
     args["api_key_required"] = False
+    args["jina_grpc"] = f"127.0.0.1:{grpc_port}"
     for deployment in application["deployments"]:
         deployment["ray_actor_options"] = {"num_cpus": 0.1}
     return application
@@ -70,12 +71,13 @@ def on_this_machine(models_root: Path, store: Path) -> dict:
 def dalle_flow_app(serve_app, store_path, models_root, tmp_path_factory):
     """At the root, where the Jina client posts whatever path its server URL has: the
     session's own app steps aside for it, and comes back after."""
-    application = on_this_machine(models_root, tmp_path_factory.mktemp("store"))
+    grpc_port = _free_port()
+    application = on_this_machine(models_root, tmp_path_factory.mktemp("store"), grpc_port)
     serve.delete("dalleflow")
     try:
         serve.run(compose_app(application["args"], deployments=application["deployments"]),
                   name="dalle-flow", route_prefix="/")  # fmt: skip
-        yield serve_app
+        yield {"http": serve_app, "grpc": f"grpc://127.0.0.1:{grpc_port}"}
     finally:
         serve.delete("dalle-flow")
         deploy_session_app(store_path)
@@ -91,8 +93,9 @@ def run_the_seeds_client_code(server_url: str) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def test_dalle_flows_four_steps_on_its_own_models(dalle_flow_app):
-    seen = run_the_seeds_client_code(dalle_flow_app)
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_dalle_flows_four_steps_on_its_own_models(dalle_flow_app, transport):
+    seen = run_the_seeds_client_code(dalle_flow_app[transport])
     candidates, variations = seen["candidates"], seen["variations"]
     # 2 per generator (the README's num_images), DALL·E Mega's and GLID-3 XL's ranked together.
     assert sorted(c["tags"]["generator"] for c in candidates) == ["dalle", "dalle", "glid3", "glid3"]
@@ -103,3 +106,21 @@ def test_dalle_flows_four_steps_on_its_own_models(dalle_flow_app):
     assert len(variations) == 36 and {v["tags"]["generator"] for v in variations} == {"refiner"}
     upscaled = seen["upscaled"]
     assert upscaled["id"] == seen["variation_pick"]["id"] and upscaled["tags"]["upscaled"] is True
+
+
+SINGLE_REQUEST_CLIENT = """
+import json, sys
+from docarray import Document
+from jina import Client
+client = Client(host=sys.argv[1])
+docs = client.post('/', Document(text='a red circle on the left'), parameters={'num_images': 1}, stream=False)
+print(json.dumps([[m.tags['generator'] for m in doc.matches] for doc in docs]))
+"""
+
+
+def test_the_single_request_rpc_of_newer_jina_clients_is_answered_too(dalle_flow_app):
+    # stream=False: jina.JinaSingleDataRequestRPC/process_single_data instead of the JinaRPC/Call stream.
+    run = subprocess.run([str(JINA_PYTHON), "-c", SINGLE_REQUEST_CLIENT, dalle_flow_app["grpc"]], capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "JINA_LOG_LEVEL": "ERROR"}, cwd=REPO)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert sorted(json.loads(run.stdout.strip().splitlines()[-1])[0]) == ["dalle", "glid3"]
