@@ -114,7 +114,7 @@ class Candidate(BaseModel):
 
 
 class StageReport(BaseModel):
-    status: Literal["ok", "failed", "timeout"]
+    status: Literal["ok", "failed", "timeout", "unavailable"]
     count: int = 0
     seconds: float = 0.0
     error: str | None = None
@@ -217,6 +217,8 @@ class ErrorEvent(BaseModel):
     type: Literal["error"] = "error"
     status_code: int = Field(description="The status the request would have had without streaming.")
     detail: str
+    code: str | None = Field(None, description="A stable error code: stage_failed, stage_timeout, stage_unavailable...")
+    stage: str | None = Field(None, description="The stage that failed, where one did.")
 
 
 StreamEvent = Annotated[ProgressEvent | GeneratedEvent | ResultEvent | ErrorEvent, Field(discriminator="type")]

@@ -21,6 +21,7 @@ encodes an image itself.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -46,7 +47,7 @@ from dalleflow_client.schemas import (
 )
 from dalleflow.models.contract import Capabilities, Sampling, expand, unknown_words
 from dalleflow.service.batches import ImageCall
-from dalleflow.service.errors import InvalidInput, StageUnavailable
+from dalleflow.service.errors import InvalidInput, ServiceError, StageFailed, StageTimedOut, StageUnavailable
 from dalleflow.service.images import base64_of, checked_image_bytes, new_image_id
 from dalleflow.service.progress import Done, EncodedImage
 from dalleflow.service.stages import Stage
@@ -56,6 +57,9 @@ from dalleflow.shapes import guide as shapes_guide
 
 # How long GET /v1/models waits for a stage's capabilities (a loading stage's come later).
 MODELS_ANSWER_S = 5.0
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -122,10 +126,7 @@ class Flow:
         reports = {name: outcomes[name][0] for name in names}
         pool = [(name, seed + i, image) for name in names for i, image in enumerate(outcomes[name][1])]
         if not pool:
-            raise StageUnavailable(
-                "no generator produced an image: "
-                + "; ".join(f"{n}: {r.status} ({r.error})" for n, r in reports.items())
-            )
+            raise _no_generator_answered(reports)
         candidates = await self._rank_and_store(request.prompt, pool, timings)
         timings["total"] = time.perf_counter() - started
         yield ResultEvent(result=GenerateResponse(
@@ -151,7 +152,7 @@ class Flow:
                     else:
                         yield event
         except Exception as error:
-            raise StageUnavailable(f"refiner failed: {error}") from error
+            raise _stage_failure("refiner", error) from error
         timings["refine"] = time.perf_counter() - started
         report = StageReport(status="ok", count=len(variations), seconds=timings["refine"])
         yield GeneratedEvent(generator="refiner", report=report, images=_generated(variations, seed, with_progress))
@@ -169,7 +170,7 @@ class Flow:
             metadata = {"id": new_image_id(), "stage": "upscaler", "source_id": request.image_id}
             upscaled = await self.upscaler.call("upscale", source, metadata)
         except Exception as error:
-            raise StageUnavailable(f"upscaler failed: {error}") from error
+            raise _stage_failure("upscaler", error) from error
         image_id = await asyncio.to_thread(self.store.save_png, upscaled.png, upscaled.id)
         return UpscaleResponse(id=image_id, image=base64_of(upscaled.png), width=upscaled.width, height=upscaled.height)
 
@@ -178,7 +179,7 @@ class Flow:
         try:
             return await self.ranker.call("embed_text", prompt)
         except Exception as error:
-            raise StageUnavailable(f"ranker failed: {error}") from error
+            raise _stage_failure("ranker", error) from error
 
     async def readiness(self, timeout_s: float = 2.0) -> dict[str, bool]:
         """Which stages have a replica that has finished loading."""
@@ -284,9 +285,14 @@ class Flow:
         except TimeoutError:
             seconds = time.perf_counter() - started
             return StageReport(status="timeout", seconds=seconds, error=f"no answer in {self.generator_timeout_s} s"), []
-        except Exception as error:  # one generator's failure degrades the answer, never fails it
+        except StageUnavailable:
             seconds = time.perf_counter() - started
-            return StageReport(status="failed", seconds=seconds, error=f"{type(error).__name__}: {error}"), []
+            return StageReport(status="unavailable", seconds=seconds, error="no replica could take the call"), []
+        except Exception as error:  # one generator's failure degrades the answer, never fails it
+            logger.error("generator %s failed", name, exc_info=error)
+            seconds = time.perf_counter() - started
+            # Its own exception text stays in the server's log: it may hold paths or internals.
+            return StageReport(status="failed", seconds=seconds, error="the model failed (the server log has why)"), []
         return StageReport(status="ok", count=len(images), seconds=time.perf_counter() - started), images
 
     @staticmethod
@@ -314,7 +320,7 @@ class Flow:
         try:
             scores = await self.ranker.call("score", prompt, [image.png for _, _, image in pool])
         except Exception as error:
-            raise StageUnavailable(f"ranker failed: {error}") from error
+            raise _stage_failure("ranker", error) from error
         timings["rank"] = time.perf_counter() - started
         started = time.perf_counter()
         order = sorted(range(len(pool)), key=lambda i: -scores[i])
@@ -393,3 +399,24 @@ def _sampling(request: GenerateRequest | RefineRequest) -> Sampling:
         request.num_inference_steps, request.guidance_scale, request.negative_prompt,
         height=getattr(request, "height", None), width=getattr(request, "width", None),
     )
+
+
+def _stage_failure(stage: str, error: Exception) -> ServiceError:
+    """What a stage's failure answers: 503 where nothing ran (no replica took it), 504 for no
+    answer in time, else 502; the message names the stage, the model's own error is logged."""
+    if isinstance(error, StageUnavailable):
+        return StageUnavailable(f"{stage}: no replica could take the call", stage=stage)
+    if isinstance(error, TimeoutError):
+        return StageTimedOut(f"{stage}: no answer in time", stage=stage)
+    logger.error("%s failed", stage, exc_info=error)
+    return StageFailed(f"{stage} failed (the server log has why)", stage=stage)
+
+
+def _no_generator_answered(reports: dict[str, StageReport]) -> ServiceError:
+    summary = "no generator produced an image: " + "; ".join(f"{name}: {report.status}" for name, report in reports.items())
+    statuses = {report.status for report in reports.values()}
+    if statuses == {"unavailable"}:
+        return StageUnavailable(summary, stage="generators")
+    if statuses == {"timeout"}:
+        return StageTimedOut(summary, stage="generators")
+    return StageFailed(summary, stage="generators")

@@ -79,7 +79,8 @@ def _ndjson(events: AsyncIterator[StreamEvent]) -> StreamingResponse:
                 async for event in events:
                     yield event.model_dump_json() + "\n"
             except ServiceError as error:
-                yield ErrorEvent(status_code=error.status_code, detail=error.message).model_dump_json() + "\n"
+                yield ErrorEvent(status_code=error.status_code, detail=error.message, code=error.code,
+                                 stage=error.stage).model_dump_json() + "\n"
             except Exception as error:
                 logger.exception("a streamed request failed")
                 yield ErrorEvent(status_code=500, detail=f"internal error: {type(error).__name__}").model_dump_json() + "\n"
@@ -141,7 +142,8 @@ def create_app(jina_compat_enabled: bool = True, api_keys: ApiKeys | None = None
             detail = [{"loc": ["body", error.field], "msg": error.message, "type": "value_error"}]
         else:
             detail = error.message
-        return SafeJSONResponse(status_code=error.status_code, content={"detail": detail}, headers=error.headers)
+        content = {"detail": detail, "code": error.code} | ({"stage": error.stage} if error.stage else {})
+        return SafeJSONResponse(status_code=error.status_code, content=content, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:

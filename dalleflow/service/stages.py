@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from dalleflow.service.errors import StageUnavailable
 from dalleflow.service.progress import Done, Step
 from dalleflow.service.workers import worker_for
 
@@ -68,6 +69,18 @@ def cancelled_by_ray_is_an_error(stage: str):
         raise StageCancelled(f"{stage}: Ray cancelled the call") from None
 
 
+@contextmanager
+def nothing_ran_is_unavailable(stage: str):
+    """Ray refusing a call before any replica took it (every replica's queue full, or none
+    running) is StageUnavailable: the request may be sent again; anything else may have run."""
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    try:
+        yield
+    except (BackPressureError, DeploymentUnavailableError) as error:
+        raise StageUnavailable(f"{stage}: no replica could take the call") from error
+
+
 class HandleStage:
     """A Ray Serve DeploymentHandle.
 
@@ -81,7 +94,7 @@ class HandleStage:
         self.retry_on = retry_on
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        with cancelled_by_ray_is_an_error(self.handle.deployment_name):
+        with cancelled_by_ray_is_an_error(self.handle.deployment_name), nothing_ran_is_unavailable(self.handle.deployment_name):
             try:
                 return await getattr(self.handle, method).remote(*args, **kwargs)
             except self.retry_on:
@@ -95,7 +108,7 @@ class HandleStage:
         # The deployment's `<method>_stream` generator method (workers.py), streamed back.
         events = getattr(self.handle.options(stream=True), f"{method}_stream").remote(*args, **kwargs)
         try:
-            with cancelled_by_ray_is_an_error(self.handle.deployment_name):
+            with cancelled_by_ray_is_an_error(self.handle.deployment_name), nothing_ran_is_unavailable(self.handle.deployment_name):
                 async for event in events:
                     yield event
         finally:

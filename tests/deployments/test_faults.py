@@ -68,3 +68,32 @@ def test_a_killed_generator_replica_costs_no_request(two_generator_app, server_u
         again = httpx.post(f"{server_url}/v1/generate", json={"prompt": PROMPT, "seed": seed, **FAST}, timeout=300)
         # The same pixels (the PNGs differ only in the ids inside them).
         assert pixels(again.json()["candidates"][0]["image"]) == pixels(bodies[seed]["candidates"][0]["image"])
+
+
+@pytest.fixture
+def broken_generator_app(serve_app, store_path, tmp_path):
+    """An app whose one generator raises on every call: a real misconfiguration, its text
+    encoder narrower than its UNet's cross-attention (found only when it runs)."""
+    from tests.conftest import build_tiny_diffusion
+
+    build_tiny_diffusion(text_width=8).save_pretrained(tmp_path / "broken")
+    spec = {"family": "shapes-diffusion", "weights": f"local-dir:{tmp_path / 'broken'}"}
+    serve.run(compose_app({"store_path": str(store_path), "generators": {"broken": spec}, "refiner": "broken"}),
+              name="broken", route_prefix="/broken")  # fmt: skip
+    yield f"{serve_app}/broken"
+    serve.delete("broken")
+
+
+def test_a_generator_that_raises_is_a_502_naming_the_stage_and_the_client_does_not_send_it_again(broken_generator_app):
+    from dalleflow_client import Client, RequestError
+
+    with Client(broken_generator_app, timeout=300) as client:  # the default retry policy
+        with pytest.raises(RequestError) as raised:
+            client.generate(PROMPT, num_images=1, num_inference_steps=2, seed=3)
+    assert raised.value.status_code == 502
+    answer = httpx.post(f"{broken_generator_app}/v1/generate", json={"prompt": PROMPT, "num_inference_steps": 2}, timeout=300)
+    assert answer.status_code == 502 and answer.json()["code"] == "stage_failed" and answer.json()["stage"] == "generators"
+    assert "broken: failed" in answer.json()["detail"] and "Error" not in answer.json()["detail"]
+    # Two requests, two generations: the client sent its request once.
+    counts = serve.get_deployment_handle("generator-broken", app_name="broken").step_counts.remote().result()
+    assert counts["failed"] == 2

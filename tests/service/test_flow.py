@@ -8,7 +8,7 @@ from PIL import Image
 from dalleflow_client.schemas import GenerateRequest, RefineRequest
 
 from dalleflow.models.ranker import ClipRanker
-from dalleflow.service.errors import InvalidInput, StageUnavailable
+from dalleflow.service.errors import InvalidInput, StageFailed, StageTimedOut
 from dalleflow.service.flow import Flow
 from dalleflow.service.stages import LocalStage
 from dalleflow.service.store import ImageStore
@@ -41,12 +41,22 @@ async def test_a_failing_generator_is_reported_and_the_others_answer(tiny_diffus
     assert [c.generator for c in answer.candidates] == ["good", "good"]
     assert answer.generators["good"].status == "ok" and answer.generators["good"].count == 2
     assert answer.generators["broken"].status == "failed" and answer.generators["broken"].error
+    # The model's own exception (a shape mismatch, with its tensors' sizes) stays in the server's log.
+    assert "Error" not in answer.generators["broken"].error and "size" not in answer.generators["broken"].error
+
+
+async def test_a_request_whose_only_generator_fails_is_a_502_naming_it(ranker, tmp_path):
+    broken = flow({"broken": LocalStage(build_tiny_diffusion(text_width=8))}, ranker, tmp_path)
+    with pytest.raises(StageFailed, match="no generator produced an image: broken: failed") as raised:
+        await broken.generate(GenerateRequest(prompt=PROMPT, num_images=1, num_inference_steps=2))
+    assert (raised.value.status_code, raised.value.code, raised.value.stage) == (502, "stage_failed", "generators")
 
 
 async def test_a_late_generator_times_out_instead_of_hanging(tiny_diffusion, ranker, tmp_path):
     late = flow({"late": LocalStage(tiny_diffusion)}, ranker, tmp_path, timeout=0.001)
-    with pytest.raises(StageUnavailable, match="late: timeout"):
+    with pytest.raises(StageTimedOut, match="late: timeout") as raised:
         await late.generate(GenerateRequest(prompt=PROMPT, num_images=4, num_inference_steps=50))
+    assert raised.value.status_code == 504
 
 
 async def test_unknown_generators_name_the_field(tiny_diffusion, ranker, tmp_path):

@@ -168,7 +168,7 @@ async def test_a_docs_own_fields_come_back_as_sent_even_what_utf8_cannot_carry(p
 async def test_a_failing_stage_is_a_jina_error_not_a_500(post):
     answer = await post(jina_body([{"text": PROMPT}], {"generators": ["broken"], **FAST}))
     status = status_of(answer)
-    assert status["code"] == 1 and status["exception"]["name"] == "StageUnavailable"
+    assert status["code"] == 1 and status["exception"]["name"] == "StageFailed"
     assert "broken: failed" in status["description"]
     assert answer["header"]["request_id"] == "5e1d" * 8
 
