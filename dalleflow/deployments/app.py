@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray.serve import Application
 
 from dalleflow.deployments.ingress import Ingress
+from dalleflow.deployments.jobs import JobQueue
 from dalleflow.deployments.stages import ImageModel, Ranker, Upscaler
 from dalleflow.models.factory import ModelSpec
 
@@ -40,8 +41,8 @@ class AppConfig(BaseModel):
         None, pattern=r"^[^\s:]+:\d{1,5}$",
         description="Also answer dalle-flow's Jina gRPC client (grpc://) on host:port, e.g. 127.0.0.1:51005 (dalle-flow's port).",
     )
-    jobs_at_once: int = Field(1, ge=1, description="Jobs (POST /v1/jobs) each ingress replica runs at once; the others wait in order.")
-    max_queued_jobs: int = Field(100, ge=0, description="Jobs waiting per ingress replica before POST /v1/jobs answers 429.")
+    jobs_at_once: int = Field(1, ge=1, description="Jobs (POST /v1/jobs) the job queue runs at once; the others wait in order.")
+    max_queued_jobs: int = Field(100, ge=0, description="Jobs waiting in the queue before POST /v1/jobs answers 429.")
     api_keys_env: str = Field(
         "DALLEFLOW_API_KEYS", description="Environment variable of the ingress holding the API keys (comma-separated); "
         "keys there turn bearer authentication on. Never the keys themselves: Ray shows a config's args.")
@@ -111,11 +112,19 @@ def compose_app(args: dict | None = None, deployments: list[dict] | None = None)
         refiner = generators[shared]
     else:
         refiner = named(ImageModel, "refiner").bind(config.refiner.model_dump(), ["refiner"])
+    ranker = named(Ranker, "ranker").bind(config.ranker.model_dump())
+    upscaler = named(Upscaler, "upscaler").bind(config.upscaler.model_dump())
+    jobs = named(JobQueue, "jobs").bind(
+        generators=generators, ranker=ranker, refiner=refiner, upscaler=upscaler, store_path=config.store_path,
+        generator_timeout_s=config.generator_timeout_s, jobs_at_once=config.jobs_at_once,
+        max_queued_jobs=config.max_queued_jobs,
+    )  # fmt: skip
     app = named(Ingress, "ingress").bind(
         generators=generators,
-        ranker=named(Ranker, "ranker").bind(config.ranker.model_dump()),
+        ranker=ranker,
         refiner=refiner,
-        upscaler=named(Upscaler, "upscaler").bind(config.upscaler.model_dump()),
+        upscaler=upscaler,
+        jobs=jobs,
         models=_models(config),
         store_path=config.store_path,
         generator_timeout_s=config.generator_timeout_s,

@@ -37,7 +37,7 @@ from dalleflow.deployments.stages import Batching, ImageModel, Ranker, Upscaler
 from dalleflow.models.factory import FAMILIES
 
 APP_IMPORT_PATH = f"{build_app.__module__}:{build_app.__name__}"
-STAGE_DEPLOYMENTS = ("ingress", "ranker", "upscaler")  # plus generator-<name> per generator, and "refiner" for its own model
+STAGE_DEPLOYMENTS = ("ingress", "jobs", "ranker", "upscaler")  # plus generator-<name> per generator, and "refiner" for its own model
 MODEL_STAGES = {"ranker": Ranker, "refiner": ImageModel, "upscaler": Upscaler, "generator": ImageModel}
 
 
@@ -101,7 +101,7 @@ def _check_application(application: dict, path: str) -> list[str]:
             problems.append(f"{path}.deployments[{index}].name: the app builds no deployment {name!r}; one of {sorted(built)}")
         elif names.count(name) > 1 and names.index(name) == index:
             problems.append(f"{path}.deployments: {name!r} is configured more than once")
-        elif name != "ingress":
+        elif name not in ("ingress", "jobs"):
             problems += _check_batching(deployments[index], MODEL_STAGES[name.split("-")[0]], f"{path}.deployments[{index}]")
     return problems
 

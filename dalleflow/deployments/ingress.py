@@ -14,6 +14,7 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
+from dalleflow.deployments.jobs import RemoteJobs
 from dalleflow.deployments.observability import IngressMetrics, TimedStage, log_through_serve, observe_requests
 from dalleflow.service.auth import ApiKeys
 from dalleflow.service.flow import Flow
@@ -48,6 +49,7 @@ class Ingress:
         max_queued_jobs: int = 100,
         api_keys_env: str = "DALLEFLOW_API_KEYS",
         api_key_required: bool = False,
+        jobs: DeploymentHandle | None = None,
     ):
         log_through_serve()
         self.jina_compat = jina_compat
@@ -67,7 +69,9 @@ class Ingress:
             models=models,
             generator_timeout_s=generator_timeout_s,
         )
-        self.jobs = JobManager(self.flow, concurrency=jobs_at_once, max_queued=max_queued_jobs)
+        # The one queue, in its own deployment (deployments/jobs.py); in-process without one.
+        self.jobs = RemoteJobs(jobs) if jobs is not None else JobManager(self.flow, concurrency=jobs_at_once,
+                                                                          max_queued=max_queued_jobs)  # fmt: skip
         # Started with the app, on the replica's event loop (see service/jina_grpc).
         self.jina_grpc = JinaGrpcServer(functools.partial(respond, self.flow), jina_grpc, self.api_keys) if jina_grpc else None
 

@@ -4,20 +4,30 @@
     GET /v1/jobs/{id}                                       -> status, queue position, progress, result
     DELETE /v1/jobs/{id}                                    -> cancels that job only
 
-A job runs on the ingress replica that took it, at most `concurrency` at once
-there; the others wait in arrival order. Its record is a JSON file in the result
-store, next to its images, written when it is queued, starts, makes progress (at
-most every PROGRESS_WRITE_S), and ends. So any replica answers GET for any job,
-and a restarted ingress still has every finished result. While a job is queued
-or running, its replica rewrites the record every HEARTBEAT_S; a record left
-unfinished and silent for STALE_AFTER_S belonged to a replica that is gone (a
-restart), and is answered as failed rather than left waiting forever.
+Where jobs run, and what survives what: one JobManager owns the queue. Served, it lives in
+the `jobs` deployment (deployments/jobs.py), one replica that every ingress replica reaches
+through its handle, so queue positions are true whichever replica answers, a cancel reaches
+the job wherever it was submitted, and an ingress replica that dies or is scaled down takes no
+job with it. In-process (tests, benches) it runs beside the flow.
+
+A job is accepted only once it is durable: its request, with its seed drawn, and its record
+are files in the result store before the 202. At most `concurrency` run at once; the others
+wait in arrival order. The record is rewritten when the job starts, makes progress (at most
+every PROGRESS_WRITE_S), and ends, and every HEARTBEAT_S while it is live. When the queue's
+replica dies (Serve starts another), the new one runs every unfinished job again from its
+stored request: the same seed, so the same images; a job whose runs were cut MAX_RUNS times
+ends `failed` with that reason. A record left unfinished and silent for STALE_AFTER_S with
+no queue to run it (an in-process manager that stopped) is answered as failed, never as
+running forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
+import logging
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +37,7 @@ from dalleflow_client.schemas import (
     FINISHED_JOB_STATUSES,
     GenerateJobRequest,
     Job,
+    JobRequest,
     ProgressEvent,
     RefineJobRequest,
     ResultEvent,
@@ -34,10 +45,15 @@ from dalleflow_client.schemas import (
     StreamEvent,
 )
 
+from pydantic import TypeAdapter
+
 from dalleflow.service.errors import ServiceError
 from dalleflow.service.flow import Flow
 
+logger = logging.getLogger(__name__)
+
 PROGRESS_WRITE_S = 0.5
+MAX_RUNS = 3  # starts of one job, counting those cut by the queue's death
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 30.0
 # How often a replica looks for cancel notes left by DELETEs that reached another replica.
@@ -73,18 +89,59 @@ class JobManager:
         queued_count = sum(job.status == "queued" for job in self._live.values())
         if queued_count >= self.max_queued:
             raise TooManyJobs(f"{queued_count} jobs are queued, the limit is {self.max_queued}; try again later")
-        if isinstance(job_request, GenerateJobRequest):
-            events = await self.flow.generate_events(job_request.request)
-        else:
-            events = await self.flow.refine_events(job_request.request)
+        # Its seed drawn now and stored, so a run again after a crash makes the same images.
+        if job_request.request.seed is None:
+            job_request = job_request.model_copy(
+                update={"request": job_request.request.model_copy(update={"seed": secrets.randbelow(2**31)})})
+        events = await self._events(job_request)
         now = time.time()
         job = Job(id=uuid.uuid4().hex, kind=job_request.kind, status="queued", created_at=now, updated_at=now)
-        self._live[job.id] = job
+        stored = {"job": job_request.model_dump(mode="json"), "runs": 0}
+        await asyncio.to_thread(self.store.save_job_request, job.id, json.dumps(stored))
+        self._live[job.id] = job  # before the write: a GET meanwhile answers the live job
         await self._write(job)
+        self._queue(job, events)
+        return self._answer(job)
+
+    async def _events(self, job_request: GenerateJobRequest | RefineJobRequest) -> AsyncIterator[StreamEvent]:
+        """The request checked now (the same 4xx as the direct call); its run, as events."""
+        if isinstance(job_request, GenerateJobRequest):
+            return await self.flow.generate_events(job_request.request)
+        return await self.flow.refine_events(job_request.request)
+
+    def _queue(self, job: Job, events: AsyncIterator[StreamEvent]) -> None:
+        self._live[job.id] = job
         self._tasks[job.id] = _detached_task(self._run(job, events))
         if self._watcher is None or self._watcher.done():
             self._watcher = _detached_task(self._watch())
-        return self._answer(job)
+
+    async def recover(self) -> list[str]:
+        """Queues again, in their first order, the jobs a queue that died left unfinished (see
+        the module docstring); returns their ids."""
+        records = []
+        for job_id in await asyncio.to_thread(self.store.job_ids):
+            job = Job.model_validate_json(await asyncio.to_thread(self.store.job_record, job_id))
+            if job.status not in FINISHED_JOB_STATUSES and job_id not in self._live:
+                records.append(job)
+        recovered = []
+        for job in sorted(records, key=lambda job: job.created_at):
+            try:
+                stored = json.loads(await asyncio.to_thread(self.store.job_request, job.id))
+                stored["runs"] += job.status == "running"
+                if stored["runs"] >= MAX_RUNS:
+                    raise RuntimeError(f"the service stopped while it ran, {stored['runs']} times")
+                await asyncio.to_thread(self.store.save_job_request, job.id, json.dumps(stored))
+                events = await self._events(TypeAdapter(JobRequest).validate_python(stored["job"]))
+            except Exception as error:  # not runnable again: ended with the reason, never left waiting
+                await self._write(job.model_copy(update={"status": "failed", "finished_at": time.time(),
+                                                         "error": f"lost: {error}; submit it again"}))  # fmt: skip
+                continue
+            job = job.model_copy(update={"status": "queued", "started_at": None, "progress": {}})
+            self._live[job.id] = job
+            await self._write(job)
+            self._queue(job, events)
+            recovered.append(job.id)
+        return recovered
 
     async def get(self, job_id: str) -> Job:
         if job_id in self._live:
@@ -139,7 +196,8 @@ class JobManager:
         except ServiceError as error:
             await self._finish(job, "failed", error.message)
         except Exception as error:
-            await self._finish(job, "failed", f"{type(error).__name__}: {error}")
+            logger.error("job %s failed", job.id, exc_info=error)
+            await self._finish(job, "failed", "the job failed (the server log has why)")
         else:
             await self._finish(job, "done")
 

@@ -75,6 +75,25 @@ class ImageStore:
             raise NotFound(f"job_id {job_id!r}: no such job", field="job_id")
         return path.read_text()
 
+    def save_job_request(self, job_id: str, request: str) -> None:
+        """The job's request, its seed drawn: what a restarted queue runs again."""
+        path = self._path(job_id, ".request.json", "job")
+        path.parent.mkdir(exist_ok=True)
+        temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        temporary.write_text(request)
+        temporary.replace(path)
+
+    def job_request(self, job_id: str) -> str:
+        path = self._path(job_id, ".request.json", "job")
+        if not path.is_file():
+            raise NotFound(f"job_id {job_id!r}: no request stored for it", field="job_id")
+        return path.read_text()
+
+    def job_ids(self) -> list[str]:
+        """Every job with a record."""
+        return [path.name.removesuffix(".json") for path in self.root.glob("??/*.json")
+                if _ID.fullmatch(path.name.removesuffix(".json"))]  # fmt: skip
+
     def request_job_cancel(self, job_id: str) -> None:
         """Leaves a note for the ingress replica that runs the job (it checks for one every second)."""
         self._path(job_id, ".cancel", "job").touch()

@@ -35,7 +35,7 @@ def test_a_generator_that_refines_is_one_deployment():
     # The default names its refiner by the generator; the old shape gives the same model again.
     old_shape = {"refiner": {"family": "shapes-diffusion", "weights": "embedded:shapes-diffusion"}}
     for args in ({}, old_shape):
-        assert _deployment_names(compose_app(args)) == {"ingress", "generator-diffusion", "generator-dalle", "ranker", "upscaler"}
+        assert _deployment_names(compose_app(args)) == {"ingress", "jobs", "generator-diffusion", "generator-dalle", "ranker", "upscaler"}
     own = {"refiner": {"family": "shapes-diffusion", "weights": "embedded:shapes-diffusion", "options": {"images_per_call": 4}}}
     assert "refiner" in _deployment_names(compose_app(own))
 

@@ -75,7 +75,7 @@ def test_deployments_must_be_ones_the_app_builds_and_named_once():
     config = edited(lambda c: app(c)["deployments"].append({"name": "generator-mega"}))
     assert validate_serve_config(config) == [
         "applications[0].deployments[5].name: the app builds no deployment 'generator-mega'; one of "
-        "['generator-dalle', 'generator-diffusion', 'ingress', 'ranker', 'upscaler']"
+        "['generator-dalle', 'generator-diffusion', 'ingress', 'jobs', 'ranker', 'upscaler']"
     ]
     config = edited(lambda c: app(c)["args"]["generators"].update(mega={"family": "dalle", "weights": "local-dir:/m"}))
     config["applications"][0]["deployments"].append({"name": "generator-mega"})

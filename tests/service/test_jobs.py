@@ -181,3 +181,37 @@ async def test_a_full_queue_answers_429_with_retry_after(tiny_diffusion, ranker,
     assert refused.value.status_code == 429 and refused.value.headers["Retry-After"]
     for job in (waiting, running):
         assert (await manager.cancel(job.id)).status == "cancelled"
+
+
+async def test_a_job_a_dead_queue_left_running_runs_again_with_its_seed(tiny_diffusion, ranker, tmp_path):
+    first = new_manager(tiny_diffusion, ranker, tmp_path)
+    job = await first.submit(generate_job(steps=3))  # no seed given: the queue draws and stores one
+    await wait_for(first, job.id, lambda j: j.status == "running")
+    running_record = first.store.job_record(job.id)  # what the disk held when the queue died
+    done = await wait_for(first, job.id, lambda j: j.status == "done")
+    first.store.save_job(job.id, running_record)
+
+    restarted = new_manager(tiny_diffusion, ranker, tmp_path)
+    assert await restarted.recover() == [job.id]
+    again = await wait_for(restarted, job.id, lambda j: j.status == "done")
+    assert again.result.seed == done.result.seed
+    assert [restarted.store.png_bytes(c.id) != b"" for c in again.result.candidates] == [True, True]
+    assert [c.seed for c in again.result.candidates] == [c.seed for c in done.result.candidates]
+    assert json.loads(restarted.store.job_request(job.id))["runs"] == 1
+    assert await new_manager(tiny_diffusion, ranker, tmp_path).recover() == []  # done: nothing to run again
+
+
+async def test_a_job_cut_short_max_runs_times_ends_failed_with_the_reason(tiny_diffusion, ranker, tmp_path):
+    first = new_manager(tiny_diffusion, ranker, tmp_path)
+    job = await first.submit(generate_job(steps=3))
+    await wait_for(first, job.id, lambda j: j.status == "running")
+    running_record = first.store.job_record(job.id)
+    await wait_for(first, job.id, lambda j: j.status == "done")
+    first.store.save_job(job.id, running_record)
+    stored = json.loads(first.store.job_request(job.id))
+    first.store.save_job_request(job.id, json.dumps({**stored, "runs": jobs.MAX_RUNS - 1}))
+
+    restarted = new_manager(tiny_diffusion, ranker, tmp_path)
+    assert await restarted.recover() == []
+    failed = await restarted.get(job.id)
+    assert failed.status == "failed" and f"stopped while it ran, {jobs.MAX_RUNS} times" in failed.error
