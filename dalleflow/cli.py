@@ -25,6 +25,8 @@ import httpx
 import yaml
 from dalleflow_client.cli import add_client_commands
 
+from dalleflow.service.retention import Retention, prune, usage
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
 
 
@@ -98,8 +100,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("rest", nargs=argparse.REMAINDER, help="options of that trainer")
     train.set_defaults(func=_train)
 
+    store = commands.add_parser("store", help="how much the image store holds; with --prune, prune it to the retention")
+    store.add_argument("--path", help="the store folder (default: $DALLEFLOW_STORE or ~/.local/share/dalleflow/images)")
+    store.add_argument("--prune", action="store_true", help="remove what the retention below lets go")
+    store.add_argument("--max-age-days", type=float, default=Retention().max_age_days, help="default: %(default)s")
+    store.add_argument("--max-total-mb", type=float, default=Retention().max_total_mb, help="default: %(default)s")
+    store.set_defaults(func=_store)
+
     add_client_commands(commands)
     return parser
+
+
+def _store(args: argparse.Namespace) -> int:
+    from dalleflow.service.store import default_store_path
+
+    root = Path(args.path) if args.path else default_store_path()
+    if not root.is_dir():
+        print(f"error: no store at {root}", file=sys.stderr)
+        return 1
+    if args.prune:
+        pruned = prune(root, Retention(max_age_days=args.max_age_days, max_total_mb=args.max_total_mb))
+        print(f"removed {pruned.files} files, {pruned.bytes / 2**20:.1f} MB")
+    held = usage(root)
+    oldest = f"{held.oldest_s / 86400:.1f} days" if held.oldest_s is not None else "-"
+    print(f"{root}: {held.files} files, {held.bytes / 2**20:.1f} MB, oldest {oldest}, "
+          f"{held.kept_for_live_jobs} kept for queued or running jobs")  # fmt: skip
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from dalleflow.deployments.ingress import Ingress
 from dalleflow.deployments.jobs import JobQueue
 from dalleflow.deployments.stages import ImageModel, Ranker, Upscaler
 from dalleflow.models.factory import ModelSpec
+from dalleflow.service.retention import Retention
 
 EMBEDDED_DIFFUSION = ModelSpec(family="shapes-diffusion", weights="embedded:shapes-diffusion")
 EMBEDDED_DALLE = ModelSpec(family="dalle", weights="embedded:shapes-dalle", options={"vqgan": "embedded:shapes-vqgan"})
@@ -41,6 +42,7 @@ class AppConfig(BaseModel):
         None, pattern=r"^[^\s:]+:\d{1,5}$",
         description="Also answer dalle-flow's Jina gRPC client (grpc://) on host:port, e.g. 127.0.0.1:51005 (dalle-flow's port).",
     )
+    retention: Retention = Field(default_factory=Retention, description="How long the image store keeps images and job records.")
     jobs_at_once: int = Field(1, ge=1, description="Jobs (POST /v1/jobs) the job queue runs at once; the others wait in order.")
     max_queued_jobs: int = Field(100, ge=0, description="Jobs waiting in the queue before POST /v1/jobs answers 429.")
     api_keys_env: str = Field(
@@ -117,7 +119,7 @@ def compose_app(args: dict | None = None, deployments: list[dict] | None = None)
     jobs = named(JobQueue, "jobs").bind(
         generators=generators, ranker=ranker, refiner=refiner, upscaler=upscaler, store_path=config.store_path,
         generator_timeout_s=config.generator_timeout_s, jobs_at_once=config.jobs_at_once,
-        max_queued_jobs=config.max_queued_jobs,
+        max_queued_jobs=config.max_queued_jobs, retention=config.retention.model_dump(),
     )  # fmt: skip
     app = named(Ingress, "ingress").bind(
         generators=generators,

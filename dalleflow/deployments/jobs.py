@@ -20,6 +20,7 @@ from dalleflow.deployments.observability import log_through_serve
 from dalleflow.service.errors import ServiceError
 from dalleflow.service.flow import Flow
 from dalleflow.service.jobs import JobManager
+from dalleflow.service.retention import PRUNE_EVERY_S, Retention, prune
 from dalleflow.service.stages import HandleStage
 from dalleflow.service.store import ImageStore
 
@@ -41,6 +42,7 @@ class JobQueue:
         generator_timeout_s: float = 120.0,
         jobs_at_once: int = 1,
         max_queued_jobs: int = 100,
+        retention: dict | None = None,
     ):
         log_through_serve()
         flow = Flow(
@@ -50,6 +52,7 @@ class JobQueue:
             generator_timeout_s=generator_timeout_s,
         )  # fmt: skip
         self.jobs = JobManager(flow, concurrency=jobs_at_once, max_queued=max_queued_jobs)
+        self.retention = Retention.model_validate(retention or {})
         self._recovery: asyncio.Future | None = None
         try:  # Serve builds replicas on their event loop: start at once, not at the first call
             self._recovered()
@@ -65,6 +68,18 @@ class JobQueue:
         recovered = await self.jobs.recover()
         if recovered:
             logger.warning("running again %d jobs a previous queue replica left unfinished", len(recovered))
+        self._pruning = asyncio.ensure_future(self._prune_every_hour())
+
+    async def _prune_every_hour(self) -> None:
+        """The one queue prunes the store (service/retention.py), so replicas never race at it."""
+        while True:
+            try:
+                pruned = await asyncio.to_thread(prune, self.jobs.store.root, self.retention)
+                if pruned.files:
+                    logger.info("retention: removed %d files (%d bytes) from the store", pruned.files, pruned.bytes)
+            except Exception:  # a full or read-only disk must not stop the queue
+                logger.exception("retention: pruning the store failed")
+            await asyncio.sleep(PRUNE_EVERY_S)
 
     async def check_health(self) -> None:
         await asyncio.shield(self._recovered())
