@@ -81,11 +81,36 @@ def build_tiny_stable_diffusion(tokenizer_folder: Path):
     return pipeline
 
 
-def save_tiny_stable_diffusion(base: Path, variant: str | None = None):
+def tiny_safety_checker_that_flags_everything():
+    """diffusers' StableDiffusionSafetyChecker at a tiny size, its concept thresholds below any
+    score: every image is flagged (and blacked out), as a real checker does for some."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=8,
+    )  # fmt: skip
+    checker = StableDiffusionSafetyChecker(config)
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(-10.0)
+        checker.special_care_embeds_weights.fill_(-10.0)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return checker, processor
+
+
+def save_tiny_stable_diffusion(base: Path, variant: str | None = None, safety_checker: bool = False):
     """(the pipeline in memory, its saved folder base/checkpoint). variant="fp16"
     saves half-precision *.fp16.safetensors, as the hub's fp16-only folders hold;
     the pipeline in memory then keeps those rounded weights, in float32."""
     pipeline = build_tiny_stable_diffusion(base / "vocab")
+    if safety_checker:
+        checker, processor = tiny_safety_checker_that_flags_everything()
+        pipeline.register_modules(safety_checker=checker, feature_extractor=processor)
+        pipeline.register_to_config(requires_safety_checker=True)
     folder = base / "checkpoint"
     if variant == "fp16":
         pipeline.to(dtype=torch.float16)

@@ -111,6 +111,7 @@ class Candidate(BaseModel):
     image: str = Field(description="base64 PNG")
     width: int
     height: int
+    nsfw_content_detected: bool = Field(False, description="The model's safety checker replaced this image (black): it is not what the prompt asked.")
 
 
 class StageReport(BaseModel):

@@ -32,6 +32,9 @@ from typing import Protocol, runtime_checkable
 from PIL import Image
 
 GENERATION_CONFIG = "generation_config.json"
+# A family whose safety checker replaced an image (Stable Diffusion's blacks it out) says so in
+# the image's info under this key, so the answer tells the user why, never a silent black square.
+NSFW_FLAG = "nsfw_content_detected"
 
 # After each step: (step_index, step_count, previews). `previews` makes, when
 # called, one image per row of the call showing what it looks like so far (or is

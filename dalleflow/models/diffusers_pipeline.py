@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import math
 import threading
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ from PIL import Image
 
 from dalleflow.models.batching import padded_chunks
 from dalleflow.models.contract import (
+    NSFW_FLAG,
     Capabilities,
     Interrupted,
     Sampling,
@@ -62,6 +64,7 @@ from dalleflow.models.contract import (
 )
 from dalleflow.models.devices import default_device, resolve_dtype
 
+logger = logging.getLogger(__name__)
 CPU_OFFLOAD = ("model", "sequential")
 
 
@@ -167,6 +170,7 @@ class DiffusersModel:
         vae_slicing: bool = False,
         loras: Sequence[Lora | dict] = (),
         defaults: dict | None = None,
+        safety_checker: bool = True,
         **options: Any,
     ) -> DiffusersModel:
         """source: a diffusers folder or a hub id. variant: e.g. "fp16" for a folder of
@@ -176,8 +180,9 @@ class DiffusersModel:
         (a GPU's memory for speed; needs a GPU). vae_tiling / vae_slicing: decode in
         tiles / one image at a time. loras: adapters fused at load. defaults: the
         sampling defaults (num_inference_steps, guidance_scale) where the folder has no
-        generation_config.json (FLUX.1-schnell: 4 steps, guidance 0). Other options:
-        see __init__."""
+        generation_config.json (FLUX.1-schnell: 4 steps, guidance 0). safety_checker: False
+        drops a folder's safety checker (logged as a warning); kept, an image it flags is
+        black and says so (NSFW_FLAG). Other options: see __init__."""
         device = device or default_device()
         if cpu_offload is not None:
             if cpu_offload not in CPU_OFFLOAD:
@@ -187,6 +192,10 @@ class DiffusersModel:
         pipeline = AutoPipelineForText2Image.from_pretrained(
             str(source), dtype=resolve_dtype(dtype, device), variant=variant
         )
+        if not safety_checker and getattr(pipeline, "safety_checker", None) is not None:
+            logger.warning("%s: its safety checker is off (options.safety_checker: false)", source)
+            pipeline.safety_checker = None
+            pipeline.register_to_config(requires_safety_checker=False)
         if scheduler is not None:
             pipeline.scheduler = _scheduler_by_name(pipeline, scheduler, scheduler_options or {})
         for index, lora in enumerate(loras):
@@ -295,7 +304,11 @@ class DiffusersModel:
             output = run(pipeline, chunk, self._step_hook(callback, index, len(chunks)))
             if getattr(pipeline, "interrupt", False):
                 raise Interrupted("the step callback stopped the denoising loop")
-            images += output.images[:real]
+            flags = getattr(output, NSFW_FLAG, None) or [False] * len(output.images)
+            for image, flagged in zip(output.images[:real], flags):
+                if flagged:
+                    image.info[NSFW_FLAG] = True
+                images.append(image)
         return images
 
     @staticmethod

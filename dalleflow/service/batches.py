@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
-from dalleflow.models.contract import Interrupted, Sampling
+from dalleflow.models.contract import NSFW_FLAG, Interrupted, Sampling
 from dalleflow.service.images import encode_png, open_png
 from dalleflow.service.progress import Done, EncodedImage, Failed, Step, preview_strip
 
@@ -210,7 +210,8 @@ def _call_model(model: Any, tickets: list[Ticket], on_step) -> list[list[Encoded
         rows = images[start : start + len(call.seeds)]
         ids = call.ids or (None,) * len(rows)
         encoded.append([
-            encode_png(image, {**call.metadata, "seed": seed} | ({"id": image_id} if image_id else {}))
+            encode_png(image, {**call.metadata, "seed": seed} | ({"id": image_id} if image_id else {})
+                       | ({NSFW_FLAG: True} if image.info.get(NSFW_FLAG) else {}))
             for seed, image_id, image in zip(call.seeds, ids, rows)
         ])  # fmt: skip
         start += len(call.seeds)

@@ -338,6 +338,7 @@ class Flow:
             candidates.append(Candidate(
                 id=image_id, generator=generator, rank=rank, clip_score=scores[index], seed=seed,
                 image=base64_of(image.png), width=image.width, height=image.height,
+                nsfw_content_detected=image.nsfw_content_detected,
             ))  # fmt: skip
         return candidates
 

@@ -75,7 +75,9 @@ def encode_png(image: Image.Image, metadata: dict | None = None) -> EncodedImage
                 info.add_text(key, str(metadata[key]))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
-    return EncodedImage(buffer.getvalue(), image.width, image.height, (metadata or {}).get("id"))
+    metadata = metadata or {}
+    return EncodedImage(buffer.getvalue(), image.width, image.height, metadata.get("id"),
+                        bool(metadata.get("nsfw_content_detected")))
 
 
 def png_metadata(png: bytes) -> dict:

@@ -22,6 +22,7 @@ class EncodedImage:
     width: int
     height: int
     id: str | None = None  # the id it is stored under, when it carries one
+    nsfw_content_detected: bool = False  # the model's safety checker replaced it
 
 
 @dataclass(frozen=True)

@@ -279,3 +279,16 @@ def test_the_strength_for_a_skip_rate_runs_exactly_the_steps_kept(pipeline):
     for steps in range(1, 101):
         for kept in range(0, steps + 1):
             assert _steps_run(image_to_image, steps, strength_running(kept, steps, image_to_image)) == kept
+
+
+def test_an_image_the_safety_checker_flags_says_so_and_the_checker_can_be_turned_off(tmp_path, caplog):
+    from dalleflow.models.contract import NSFW_FLAG
+
+    _, folder = save_tiny_stable_diffusion(tmp_path, safety_checker=True)
+    (flagged,) = DiffusersModel.from_pretrained(folder).generate([PROMPT], [0], Sampling(num_inference_steps=1))
+    assert flagged.info.get(NSFW_FLAG) is True and not np.asarray(flagged).any()  # blacked out, and said
+    with caplog.at_level("WARNING"):
+        unchecked = DiffusersModel.from_pretrained(folder, safety_checker=False)
+    assert "safety checker is off" in caplog.text
+    (image,) = unchecked.generate([PROMPT], [0], Sampling(num_inference_steps=1))
+    assert NSFW_FLAG not in image.info and np.asarray(image).any()

@@ -158,3 +158,16 @@ async def test_models_answer_their_words_and_the_world_they_draw(tiny_diffusion,
     assert answer.world.name == "shapes" and answer.world.words["shapes"] == ["circle", "square", "triangle"]
     assert all(parse_caption(prompt) for prompt in answer.world.example_prompts)
     assert "Configure" in answer.world.real_checkpoints
+
+
+async def test_an_image_the_models_safety_checker_blacked_out_is_flagged_in_the_answer(ranker, tmp_path):
+    from dalleflow.models.factory import create_model
+    from tests.tiny_checkpoints import save_tiny_stable_diffusion
+
+    _, folder = save_tiny_stable_diffusion(tmp_path / "sd", safety_checker=True)
+    checked = LocalStage(create_model({"family": "diffusers", "weights": f"local-dir:{folder}"}))
+    answer = await flow({"sd": checked}, ranker, tmp_path / "store").generate(
+        GenerateRequest(prompt=PROMPT, num_images=1, num_inference_steps=1, seed=2))
+    (candidate,) = answer.candidates
+    assert candidate.nsfw_content_detected is True
+    assert ImageStore(tmp_path / "store").metadata(candidate.id)["nsfw_content_detected"] is True

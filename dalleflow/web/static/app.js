@@ -38,8 +38,8 @@ function chosenGenerators() {
 }
 
 function record(candidate, prompt, kind) {
-  const { id, generator, rank, clip_score, image } = candidate;
-  return { id, prompt, kind, generator, rank, clip_score, src: api.pngDataUrl(image) };
+  const { id, generator, rank, clip_score, image, nsfw_content_detected } = candidate;
+  return { id, prompt, kind, generator, rank, clip_score, flagged: Boolean(nsfw_content_detected), src: api.pngDataUrl(image) };
 }
 
 function summary(answer) {

@@ -12,7 +12,8 @@ export const sourceOf = (entry) => entry.src || imageUrl(entry.id);
 export function describe(entry) {
   if (entry.kind === "upscaled") return `upscaled ×4 of “${entry.prompt}”`;
   const score = entry.clip_score == null ? "" : `, CLIP score ${entry.clip_score.toFixed(2)}`;
-  return `rank ${entry.rank} by ${entry.generator}${score}, “${entry.prompt}”`;
+  const flagged = entry.flagged ? ", blacked out by the model's safety checker" : "";
+  return `rank ${entry.rank} by ${entry.generator}${score}${flagged}, “${entry.prompt}”`;
 }
 
 function card(entry, index, onPick) {
@@ -36,6 +37,12 @@ function card(entry, index, onPick) {
   meta.querySelector(".generator").textContent = entry.generator;
   meta.querySelector(".score").textContent = `CLIP ${entry.clip_score.toFixed(2)}`;
   button.append(image, meta);
+  if (entry.flagged) {
+    const note = document.createElement("span");
+    note.className = "flagged";
+    note.textContent = "blacked out by the model's safety checker";
+    button.append(note);
+  }
 
   const item = document.createElement("li");
   item.append(button);
