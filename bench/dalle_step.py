@@ -37,6 +37,8 @@ from pathlib import Path
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from harness import provenance  # noqa: E402
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -214,7 +216,8 @@ def main() -> None:
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cores, "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
           f"timed in {'wall' if args.wall else 'process CPU'} seconds, load average {os.getloadavg()[0]:.1f}")
-    results: dict = {"clock": "wall" if args.wall else "process_cpu", "loadavg_at_start": os.getloadavg()[0]}
+    results: dict = {**provenance(), "clock": "wall" if args.wall else "process_cpu",
+                     "loadavg_at_start": os.getloadavg()[0]}
     if not args.skip_layer:
         results.update(layer_section(args))
     if not args.skip_generate:

@@ -172,3 +172,47 @@ def test_the_diffusers_config_example_loads_on_tiny_checkpoints_of_its_models(tm
     assert models["sdxl"].pipeline.vae.use_slicing
     assert type(models["sdxl"].pipeline.scheduler).__name__ == "DPMSolverMultistepScheduler"
     assert (models["flux-schnell"].defaults.num_inference_steps, models["flux-schnell"].defaults.guidance_scale) == (4, 0.0)
+
+
+# What a measured figure looks like in prose: a number with its unit.
+FIGURE = re.compile(r"(\d+(?:\.\d+)?)\s?(x\b|%|s\b|ms\b)")
+
+
+def results_numbers() -> list[float]:
+    import json
+
+    numbers: list[float] = []
+
+    def walk(value) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            numbers.append(float(value))
+
+    for path in sorted((Path(__file__).resolve().parent.parent / "bench" / "results").glob("*.json")):
+        walk(json.loads(path.read_text()))
+    return numbers
+
+
+def is_in_results(number: str, unit: str, numbers: list[float]) -> bool:
+    """The figure as a results file holds it, to the digits the README shows (a % as a share too)."""
+    digits = len(number.split(".")[1]) if "." in number else 0
+    value = float(number)
+    forms = [(value, digits)] + ([(value / 100, digits + 2)] if unit == "%" else []) + (
+        [(value / 1000, digits + 3)] if unit == "ms" else [])
+    return any(round(held, places) == round(form, places) for held in numbers for form, places in forms)
+
+
+def test_every_figure_the_readme_quotes_is_a_number_a_bench_wrote():
+    measured = [section for title, section in re.findall(r"\n## ([^\n]+)\n(.*?)(?=\n## |\Z)", README, flags=re.S)
+                if title in ("Measure", "The embedded models")]  # fmt: skip
+    assert len(measured) == 2
+    numbers = results_numbers()
+    figures = [figure for section in measured for figure in FIGURE.findall(section)]
+    assert len(figures) > 20
+    missing = [f"{number}{unit}" for number, unit in figures if not is_in_results(number, unit, numbers)]
+    assert missing == [], f"figures in the README that no file in bench/results/ holds: {missing}"
