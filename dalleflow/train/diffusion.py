@@ -20,6 +20,8 @@ import argparse
 import contextlib
 import copy
 import json
+import shlex
+import sys
 import signal
 import threading
 from collections.abc import Iterator
@@ -80,6 +82,10 @@ def stop_on_signal() -> Iterator[threading.Event]:
             signal.signal(signum, handler)
 
 
+CURVE_FIELDS = ("oracle acceptance of one image per prompt (64 fixed prompts per split, 20 steps, guidance 3) "
+                "against training minutes (of that phase up to phase 3; in total from phase 4, whose record the trainer writes)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/diffusion", help="checkpoint folder (resumed when present)")
@@ -98,9 +104,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="clamp per-timestep loss weights at this SNR (0: the plain loss of the prediction type)")
     parser.add_argument("--offset-noise", type=float, default=0.1,
                         help="per-channel constant noise added in training, so flat white and black are reachable")
+    parser.add_argument("--note", default=None, help="kept with this phase in the exported training.json")
     parser.add_argument("--init-from", default=None,
                         help="start from a pretrained folder (e.g. the shipped weights) instead of random weights")
     args = parser.parse_args(argv)
+    args.command = "dalleflow train diffusion " + shlex.join(sys.argv[1:] if argv is None else argv)
     with stop_on_signal() as stop:
         train(args, stop)
 
@@ -121,6 +129,8 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     ema_denoiser, ema_text = copy.deepcopy(denoiser), copy.deepcopy(text_encoder)
     state = {"step": 0, "minutes": 0.0, "curve": []}
     batches = Batches(args.seed, args.batch_size)
+    earlier_phases: list[dict] = []  # the record of the weights this run starts from
+    phase_start = {"steps": 0, "minutes": 0.0}
 
     if args.init_from:
         shipped = ShapesDiffusion.from_pretrained(args.init_from)
@@ -130,8 +140,10 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
         shipped_record = Path(args.init_from) / "training.json"
         if shipped_record.exists():
             record = json.loads(shipped_record.read_text())
+            earlier_phases = record.get("phases", [])
             state = {"step": record.get("steps", 0), "minutes": record.get("minutes", 0.0),
                      "curve": record.get("curve", [])}
+            phase_start = {"steps": state["step"], "minutes": state["minutes"]}
 
     saved = load_checkpoint(out)
     if saved is None and (out / LEGACY).exists():  # never start over on top of an older run
@@ -242,10 +254,16 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     save()
     if args.export:
         export(Path(args.export))
-        (Path(args.export) / "training.json").write_text(
-            json.dumps({"steps": state["step"], "minutes": round(state["minutes"], 1), "curve": state["curve"],
-                        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}, indent=1)
-        )
+        # The record of every phase that made these weights, this one appended: the commands reproduce them.
+        phase = {"command": args.command,
+                 "stopped_at": {"steps": state["step"] - phase_start["steps"],
+                                "minutes": round(state["minutes"] - phase_start["minutes"], 1)},
+                 "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "curve": state["curve"]}
+        if args.note:
+            phase["note"] = args.note
+        (Path(args.export) / "training.json").write_text(json.dumps({
+            "steps": state["step"], "minutes": round(state["minutes"], 1), "phases": [*earlier_phases, phase],
+            "curve_fields": CURVE_FIELDS}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
