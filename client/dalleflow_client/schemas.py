@@ -39,7 +39,8 @@ Prompt = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="What the 
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "4", "4.0" and true are not the number 4, and "0.5" is not 0.5.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class _Sampling(_Request):
@@ -63,7 +64,7 @@ class GenerateRequest(_Sampling):
         description="Images per generator: the answer ranks num_images times the number of generators "
         "(dalle-flow's meaning). A refine request's num_images counts the refiner's, its one model.",
     )
-    generators: list[str] | None = Field(None, description="Generator names; None means every enabled one.")
+    generators: list[str] | None = Field(None, max_length=32, description="Generator names; None means every enabled one.")
     height: int | None = Field(
         None, ge=1, le=MAX_IMAGE_SIDE,
         description="Image height in pixels; None: each generator's own. A chosen generator that cannot make it "

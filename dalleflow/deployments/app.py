@@ -15,6 +15,7 @@ from dalleflow.deployments.ingress import Ingress
 from dalleflow.deployments.jobs import JobQueue
 from dalleflow.deployments.stages import ImageModel, Ranker, Upscaler
 from dalleflow.models.factory import ModelSpec
+from dalleflow.service.limits import HttpLimits
 from dalleflow.service.retention import Retention
 
 EMBEDDED_DIFFUSION = ModelSpec(family="shapes-diffusion", weights="embedded:shapes-diffusion")
@@ -43,6 +44,8 @@ class AppConfig(BaseModel):
         description="Also answer dalle-flow's Jina gRPC client (grpc://) on host:port, e.g. 127.0.0.1:51005 (dalle-flow's port).",
     )
     retention: Retention = Field(default_factory=Retention, description="How long the image store keeps images and job records.")
+    http_limits: HttpLimits = Field(default_factory=HttpLimits, description="Bounds on every HTTP request: body deadline, "
+                                    "requests running models at once and waiting, the names a keyless server answers to.")
     jobs_at_once: int = Field(1, ge=1, description="Jobs (POST /v1/jobs) the job queue runs at once; the others wait in order.")
     max_queued_jobs: int = Field(100, ge=0, description="Jobs waiting in the queue before POST /v1/jobs answers 429.")
     api_keys_env: str = Field(
@@ -136,6 +139,7 @@ def compose_app(args: dict | None = None, deployments: list[dict] | None = None)
         max_queued_jobs=config.max_queued_jobs,
         api_keys_env=config.api_keys_env,
         api_key_required=config.api_key_required,
+        http_limits=config.http_limits.model_dump(),
     )
     if overrides:
         raise ValueError(f"deployments: the app builds no deployment {sorted(overrides)}")

@@ -22,6 +22,7 @@ from dalleflow.service.http import create_app
 from dalleflow.service.jina_compat import respond
 from dalleflow.service.jina_grpc import JinaGrpcServer
 from dalleflow.service.jobs import JobManager
+from dalleflow.service.limits import HttpLimits
 from dalleflow.service.stages import HandleStage
 from dalleflow.service.store import ImageStore
 
@@ -31,7 +32,9 @@ from dalleflow.service.store import ImageStore
 REPLICA_LOST = (RayActorError,)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+# Slots are cheap here (no model; a request waits on others): the overload limit is the app's
+# own admission, counted from complete bodies (service/limits.py), so slow uploads starve nobody.
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
 @serve.ingress()
 class Ingress:
     def __init__(
@@ -50,12 +53,14 @@ class Ingress:
         api_keys_env: str = "DALLEFLOW_API_KEYS",
         api_key_required: bool = False,
         jobs: DeploymentHandle | None = None,
+        http_limits: dict | None = None,
     ):
         log_through_serve()
         self.jina_compat = jina_compat
         # Read here, in the replica: the keys are in its environment (a Kubernetes Secret), never in the config.
         self.api_keys = ApiKeys.from_env(api_keys_env, required=api_key_required)
         self.metrics = IngressMetrics()
+        self.http_limits = HttpLimits.model_validate(http_limits or {})
 
         def stage(handle: DeploymentHandle, name: str, generator: str = "") -> TimedStage:
             return TimedStage(HandleStage(handle, REPLICA_LOST), self.metrics.stage_seconds, name, generator)
@@ -76,7 +81,7 @@ class Ingress:
         self.jina_grpc = JinaGrpcServer(functools.partial(respond, self.flow), jina_grpc, self.api_keys) if jina_grpc else None
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        app = create_app(jina_compat_enabled=self.jina_compat, api_keys=self.api_keys)
+        app = create_app(jina_compat_enabled=self.jina_compat, api_keys=self.api_keys, limits=self.http_limits)
         observe_requests(app, self.metrics)
         app.state.flow = self.flow
         app.state.jobs = self.jobs

@@ -6,9 +6,12 @@ through Ray Serve, and tests or benchmarks can serve it in-process.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from typing import Any
+
 
 from dalleflow_client.schemas import (
     MAX_IMAGE_BASE64_CHARS,
@@ -28,6 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from dalleflow.service import jina_compat
@@ -35,11 +39,14 @@ from dalleflow.service.auth import INVALID_CHALLENGE, ApiKeys
 from dalleflow.service.errors import ServiceError
 from dalleflow.service.flow import Flow
 from dalleflow.service.jobs import JobManager
-from dalleflow.service.safe_json import SafeJSONResponse
+from dalleflow.service.limits import Admission, BodyLimits, HostCheck, HttpLimits, JsonOnlyWrites, SecurityHeaders, app_path
+from dalleflow.service.safe_json import SafeJSONResponse, strict_loads
 from dalleflow.web import STATIC_DIR
 
 # The largest body a route accepts: one base64 image and a few small fields.
 MAX_BODY_BYTES = MAX_IMAGE_BASE64_CHARS + 64_000
+# The routes that run models, which Admission bounds.
+MODEL_ROUTES = ("/v1/generate", "/v1/refine", "/v1/diffuse", "/v1/upscale", "/post")
 
 
 logger = logging.getLogger(__name__)
@@ -96,8 +103,7 @@ def _require_api_key(app: FastAPI, api_keys: ApiKeys) -> None:
     @app.middleware("http")
     async def require_api_key(request: Request, call_next):
         # The path inside the app, whatever route prefix Serve mounted it under.
-        path = request.scope["path"].removeprefix(request.scope.get("root_path", "")) or "/"
-        challenge = api_keys.challenge(request.method, path, request.headers.get("authorization"))
+        challenge = api_keys.challenge(request.method, app_path(request.scope), request.headers.get("authorization"))
         if challenge is not None:
             detail = "invalid API key" if challenge == INVALID_CHALLENGE else "missing API key (Authorization: Bearer <key>)"
             return JSONResponse(status_code=401, content={"detail": detail}, headers={"www-authenticate": challenge})
@@ -114,26 +120,56 @@ def _require_api_key(app: FastAPI, api_keys: ApiKeys) -> None:
     app.openapi = openapi
 
 
-def create_app(jina_compat_enabled: bool = True, api_keys: ApiKeys | None = None) -> FastAPI:
+class JSONRequest(Request):
+    """A request whose JSON is read by safe_json.strict_loads: NaN refused, a number of any length
+    refused by the field it was sent for (Python's parser fails past 4,300 digits with an error
+    that names none), and nesting too deep for the parser refused as bad JSON, not a 500."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = strict_loads(body)
+            except ValueError as error:
+                raise json.JSONDecodeError(str(error), body.decode("utf-8", "replace"), 0) from None
+        return self._json
+
+
+class JSONRoute(APIRoute):
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            return await handler(JSONRequest(request.scope, request.receive))
+
+        return handle
+
+
+def _add_limits(app: FastAPI, limits: HttpLimits, api_keys: ApiKeys | None) -> None:
+    """The middleware of service/limits.py, outermost first: Host, headers, (the key), JSON-only
+    POSTs, the body, admission. Starlette runs the last added outermost, so they go in backwards."""
+    app.add_middleware(Admission, paths=MODEL_ROUTES, max_running=limits.max_running,
+                       max_waiting=limits.max_waiting, retry_after_s=limits.retry_after_s)  # fmt: skip
+    app.add_middleware(BodyLimits, max_bytes=MAX_BODY_BYTES, timeout_s=limits.body_timeout_s)
+    app.add_middleware(JsonOnlyWrites)
+    if api_keys is not None and api_keys.is_enabled:
+        _require_api_key(app, api_keys)
+    app.add_middleware(SecurityHeaders)
+    if api_keys is None or not api_keys.is_enabled:  # a key is the protection where there is one
+        app.add_middleware(HostCheck, allowed_hosts=limits.allowed_hosts)
+
+
+def create_app(jina_compat_enabled: bool = True, api_keys: ApiKeys | None = None, limits: HttpLimits | None = None) -> FastAPI:
     """The API; with jina_compat_enabled, also dalle-flow's Jina protocol at POST /post (see jina_compat.py);
-    with api_keys, its routes answer 401 without one of them (auth.py says which stay open)."""
+    with api_keys, its routes answer 401 without one of them (auth.py says which stay open); limits
+    bound every connection (service/limits.py)."""
     app = FastAPI(
         title="dalleflow",
         version="0.1.0",
         description="Human-in-the-loop text-to-image: generate, rank, pick, refine, upscale.",
     )
-
-    @app.middleware("http")
-    async def limit_body_size(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse(
-                status_code=413, content={"detail": f"request body over the limit of {MAX_BODY_BYTES} bytes"}
-            )
-        return await call_next(request)
-
-    if api_keys is not None and api_keys.is_enabled:
-        _require_api_key(app, api_keys)
+    app.router.route_class = JSONRoute
+    _add_limits(app, limits or HttpLimits(), api_keys)
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, error: ServiceError) -> JSONResponse:

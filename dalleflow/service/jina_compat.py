@@ -37,20 +37,18 @@ Every Doc comes back in order with its id. No model is reached but through the F
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 from contextlib import asynccontextmanager
 from typing import Any
 
 from dalleflow_client.schemas import Candidate, GenerateRequest, RefineRequest, UpscaleRequest
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dalleflow.service.errors import ServiceError
 from dalleflow.service.flow import Flow
-from dalleflow.service.safe_json import SafeJSONResponse
+from dalleflow.service.safe_json import SafeJSONResponse, strict_loads
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +58,8 @@ GENERATE_PARAMETERS = set(GenerateRequest.model_fields) - {"prompt"}
 REFINE_PARAMETERS = set(RefineRequest.model_fields) - {"prompt", "image", "image_id"}
 # The target_executor names that mean the refiner: dalle-flow called its executor "diffusion".
 REFINER_TARGETS = ("refine", "diffusion")
+# Docs per request: dalle-flow's client posts one; each is a whole generation.
+MAX_DOCS = 8
 
 
 class Doc(BaseModel):
@@ -86,7 +86,7 @@ class Header(BaseModel):
 class JinaRequest(BaseModel):
     header: Header = Header()
     parameters: dict[str, Any] | None = None
-    data: list[Doc] | None = None
+    data: list[Doc] | None = Field(None, max_length=MAX_DOCS)
     exec_endpoint: str | None = None
     target_executor: str | None = None
 
@@ -217,20 +217,9 @@ def error_body(request_id: str | None, error: Exception) -> dict[str, Any]:
 
 
 def _strict_json(body: bytes) -> Any:
-    """The body as JSON, refusing what JSON has no value for (NaN, Infinity, 1e400)."""
-
-    def finite(text: str) -> float:
-        number = float(text)
-        if not math.isfinite(number):
-            raise ValueError(f"{text} is not a finite number")
-        return number
-
-    def constant(name: str) -> None:
-        raise ValueError(f"{name} is not JSON")
-
     try:
-        return json.loads(body, parse_float=finite, parse_constant=constant)
-    except (ValueError, RecursionError) as error:  # bad UTF-8 and JSONDecodeError are ValueErrors
+        return strict_loads(body)
+    except ValueError as error:  # bad UTF-8 and JSONDecodeError are ValueErrors too
         raise JinaError(f"body: not JSON ({error})") from None
 
 
@@ -253,7 +242,10 @@ def _check_known(parameters: dict[str, Any], known: set[str]) -> None:
 
 
 def _only(parameters: dict[str, Any], names: set[str]) -> dict[str, Any]:
-    return {name: value for name, value in parameters.items() if name in names}
+    # Jina's protobuf Struct has only floats: num_images 8 arrives as 8.0, which the API's
+    # strict types refuse, so a whole float is given back as the integer it was.
+    return {name: int(value) if isinstance(value, float) and value.is_integer() else value
+            for name, value in parameters.items() if name in names}  # fmt: skip
 
 
 def _location(loc: tuple) -> str:

@@ -10,9 +10,39 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 from fastapi.responses import JSONResponse
+
+
+class LongNumber(str):
+    """An integer literal longer than Python converts (sys.get_int_max_str_digits), kept as a
+    note of its length: validation then refuses it by the field it was sent for."""
+
+
+def strict_loads(body: bytes | str) -> Any:
+    """JSON as the service reads it: NaN, Infinity and 1e400 refused (JSON has no value for them),
+    a number too long to convert kept as a LongNumber, nesting past the interpreter's limit refused;
+    every refusal a ValueError."""
+
+    def finite(text: str) -> float:
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(f"{text} is not a finite number")
+        return number
+
+    def constant(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    def integer(text: str) -> int | LongNumber:
+        digits = len(text.lstrip("-"))
+        return int(text) if digits <= sys.get_int_max_str_digits() else LongNumber(f"<a number of {digits} digits>")
+
+    try:
+        return json.loads(body, parse_float=finite, parse_int=integer, parse_constant=constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def json_safe(value: Any) -> Any:

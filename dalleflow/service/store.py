@@ -9,7 +9,6 @@ images, under the same ids and the same check.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import uuid

@@ -83,8 +83,9 @@ def test_the_key_is_checked_before_the_body_limit(keyed_url):
     from dalleflow.service.http import MAX_BODY_BYTES
 
     too_large = b"x" * (MAX_BODY_BYTES + 1)
-    assert httpx.post(keyed_url + "/v1/generate", content=too_large).status_code == 401
-    keyed = {"authorization": f"Bearer {KEYS[0]}"}
+    json_type = {"content-type": "application/json"}
+    assert httpx.post(keyed_url + "/v1/generate", content=too_large, headers=json_type).status_code == 401
+    keyed = {"authorization": f"Bearer {KEYS[0]}"} | json_type
     assert httpx.post(keyed_url + "/v1/generate", content=too_large, headers=keyed).status_code == 413
 
 

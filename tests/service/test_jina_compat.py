@@ -64,7 +64,7 @@ def app(tiny_diffusion, tiny_clip_folder, tmp_path_factory) -> FastAPI:
 
 @pytest.fixture
 async def post(app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         async def send(body) -> dict:
             answer = await client.post("/post", json=body) if not isinstance(body, bytes) else await client.post(
                 "/post", content=body, headers={"content-type": "application/json"})
@@ -176,10 +176,10 @@ async def test_a_failing_stage_is_a_jina_error_not_a_500(post):
 def test_the_route_stays_out_of_the_schema_and_can_be_switched_off():
     from fastapi.testclient import TestClient
 
-    paths = TestClient(create_app()).get("/openapi.json").json()["paths"]
+    paths = TestClient(create_app(), base_url="http://127.0.0.1").get("/openapi.json").json()["paths"]
     # jina >= 3.15 posts to a schema path named like its endpoint ("", "upscale") or "default".
     assert not {path.strip("/") for path in paths} & {"", "post", "default", "upscale"}
-    assert TestClient(create_app(jina_compat_enabled=False)).post("/post", json={}).status_code in (404, 405)
+    assert TestClient(create_app(jina_compat_enabled=False), base_url="http://127.0.0.1").post("/post", json={}).status_code in (404, 405)
 
 
 def test_the_readme_client_code_runs_unchanged_against_the_service(server_url):

@@ -10,7 +10,7 @@ from dalleflow.web import STATIC_DIR
 
 
 def test_the_page_and_every_module_it_imports_are_served():
-    client = TestClient(create_app())
+    client = TestClient(create_app(), base_url="http://127.0.0.1")
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'src="static/app.js"' in page.text and 'href="static/style.css"' in page.text
@@ -23,6 +23,6 @@ def test_the_page_and_every_module_it_imports_are_served():
 
 
 def test_the_page_stays_out_of_the_api_schema():
-    paths = TestClient(create_app()).get("/openapi.json").json()["paths"]
+    paths = TestClient(create_app(), base_url="http://127.0.0.1").get("/openapi.json").json()["paths"]
     assert not [path for path in paths if path == "/" or path.startswith("/static")]
     assert "/v1/generate" in paths
