@@ -13,6 +13,7 @@ generate, refine, upscale, jobs and interactive are the client's commands (dalle
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import subprocess
@@ -25,7 +26,10 @@ import httpx
 import yaml
 from dalleflow_client.cli import add_client_commands
 
+from dalleflow.service.limits import LOOPBACK_NAMES
 from dalleflow.service.retention import Retention, prune, usage
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
 
@@ -38,36 +42,73 @@ def is_ready(url: str) -> bool:
         return False
 
 
-def _serve(args: argparse.Namespace) -> int:
-    """Run Ray's own `serve run` on the config, and say where to open it once every stage has loaded."""
-    config = yaml.safe_load(Path(args.config).read_text())
+def _die_with_parent() -> None:
+    """In the child, before it runs: the kernel sends it SIGTERM when we die, by any signal, even
+    SIGKILL, which no handler of ours sees. `serve run` then exits and its Ray dies with it
+    (Ray ties the processes of a cluster it starts to its driver)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _config_for(args: argparse.Namespace) -> tuple[Path, dict]:
+    """The config `serve run` is given: the file itself, or, with --host or --port, a copy with them
+    that lives only while it serves (one per port, so one killed before it could delete its copy
+    leaves one file that the next run on that port replaces)."""
+    path = Path(args.config)
+    config = yaml.safe_load(path.read_text())
     http = config.setdefault("http_options", {})
+    if args.host is None and args.port is None:
+        return path, config
     http["host"] = args.host or http.get("host", "127.0.0.1")
     http["port"] = args.port or http.get("port", 8000)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as written:
-        yaml.safe_dump(config, written)
+    if args.host and args.host not in ("0.0.0.0", "::"):
+        for app in config.get("applications", []):  # a keyless server answers to the name it binds
+            limits = app.setdefault("args", {}).setdefault("http_limits", {})
+            limits["allowed_hosts"] = [*limits.get("allowed_hosts", LOOPBACK_NAMES), args.host]
+    folder = Path(tempfile.gettempdir()) / f"dalleflow-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    written = folder / f"serve-{http['port']}.yaml"
+    written.write_text(yaml.safe_dump(config))
+    return written, config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Run Ray's own `serve run` on the config, and say where to open it once every stage has loaded."""
+    config_path, config = _config_for(args)
+    http = config["http_options"]
+    host = http.get("host", "127.0.0.1")
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{http.get('port', 8000)}"
     environment = {"RAY_USAGE_STATS_ENABLED": "0", **os.environ}
-    serve_command = [str(Path(sys.executable).parent / "serve"), "run", written.name]
+    if environment.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        print("dalleflow: RAY_AUTH_MODE=disabled: Ray's own ports, which listen on every interface, take "
+              "anyone's calls; unset it to keep Ray's token authentication", file=sys.stderr)  # fmt: skip
+    serve_command = [str(Path(sys.executable).parent / "serve"), "run", str(config_path)]
     # `serve run` shuts Serve and its Ray down on SIGINT (Ctrl-C reaches both of us). Started
     # with SIGINT ignored (`nohup ... &`), we would pass that on to it: a handler is not inherited.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    server = subprocess.Popen(serve_command, env=environment)
-    # A service manager or `kill` stops us with SIGTERM, which would orphan it, still serving.
+    server = subprocess.Popen(serve_command, env=environment, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    # A service manager or `kill` stops us with SIGTERM: pass it on as the Ctrl-C it means.
     signal.signal(signal.SIGTERM, lambda *_: server.send_signal(signal.SIGINT))
-    url = f"http://{http['host']}:{http['port']}"
+    is_copy = config_path != Path(args.config)
     try:
         while server.poll() is None:
             if is_ready(url):
-                print(f"\ndalleflow is serving: open {url} (the API's schema is at {url}/docs)", flush=True)
+                if is_copy:
+                    config_path.unlink(missing_ok=True)  # read long ago
+                print(f"\n{'=' * 72}\n  dalleflow is serving: open {url}\n  (the API's schema is at {url}/docs; "
+                      f"Ctrl-C stops it)\n{'=' * 72}\n", flush=True)  # fmt: skip
                 break
             time.sleep(1)
-        return server.wait()
+        code = server.wait()
     except KeyboardInterrupt:
         server.send_signal(signal.SIGINT)
-        return server.wait()
+        code = server.wait()
     finally:
-        os.unlink(written.name)
+        if is_copy:
+            config_path.unlink(missing_ok=True)
+    print("dalleflow stopped." if code == 0 else f"dalleflow: serve run ended with exit code {code}", flush=True)
+    return code
 
 
 TRAINERS = {
