@@ -7,7 +7,7 @@
 
 A 429 (too many requests) or 503 (unavailable: a full queue, a stage down) is answered again
 after the server's Retry-After when it sends one, otherwise after an exponential backoff with
-jitter. A request that never reached the server (connection refused, connect timeout) is
+jitter; so is a 404 from Serve's proxy itself, which answers so while the app is still deploying. A request that never reached the server (connection refused, connect timeout) is
 sent again whatever its method; one that may have reached it (the connection dropped
 mid-answer) only when its method is idempotent, so a generation is never run twice behind
 the caller's back. A read timeout is never retried: the caller's timeout is the limit it set.
@@ -43,6 +43,9 @@ class RetryPolicy:
     backoff_base_seconds: float = 0.5  # the first wait without Retry-After; doubled for each further one
     backoff_max_seconds: float = 8.0  # cap of one wait without Retry-After
     retry_statuses: frozenset[int] = frozenset({429, 503})
+    # While a service starts (or restarts), Serve's proxy answers 404 for every path until the app
+    # is deployed: nothing ran, and the path may well exist a second later (a job's, say).
+    retry_unrouted: bool = True
 
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.max_total_seconds < 0:
@@ -59,6 +62,12 @@ class RetryPolicy:
         ceiling = min(self.backoff_max_seconds, self.backoff_base_seconds * 2**retry_index)
         return random.uniform(ceiling / 2, ceiling)
 
+
+
+def is_unrouted(response: httpx.Response) -> bool:
+    """A 404 that Ray Serve's proxy gave because no app serves the path (yet): plain text, where
+    the app's own 404s (an unknown job, an unknown route) are JSON."""
+    return response.status_code == 404 and not response.headers.get("content-type", "").startswith("application/json")
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -91,6 +100,9 @@ class _Attempts:
         self.is_resendable = isinstance(request.stream, httpx.ByteStream)
 
     def after_response(self, response: httpx.Response) -> float | None:
+        if is_unrouted(response) and self.policy.retry_unrouted:
+            # Longer waits than a backoff's first ones: a (re)starting app takes seconds to be routed.
+            return self._allowed(self.policy.backoff(self.retry_count + 2), "404 from Serve's proxy: the app is not deployed yet")
         if response.status_code not in self.policy.retry_statuses:
             return None
         server_wait = parse_retry_after(response.headers.get("retry-after"))

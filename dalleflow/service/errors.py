@@ -27,6 +27,7 @@ class PayloadTooLarge(ServiceError):
 
 class NotFound(ServiceError):
     status_code = 404
+    code = "not_found"
 
 
 class StageFailed(ServiceError):

@@ -23,7 +23,7 @@ from PIL import Image
 
 from dalleflow_client import AsyncClient, Client, RequestError, RetryPolicy, TransportError
 from dalleflow_client.images import encode_png
-from dalleflow_client.retries import parse_retry_after
+from dalleflow_client.retries import RetryTransport, parse_retry_after
 from dalleflow_client.schemas import Candidate, GenerateResponse, StageReport
 
 PROMPT = "a red circle to the left of a blue square on a white background"
@@ -266,3 +266,18 @@ def test_the_real_service_with_retries_and_a_call_timeout(server_url):
         with pytest.raises(RequestError) as caught:  # a 4xx is the answer, never retried
             client.generate(PROMPT, num_images=0)
         assert caught.value.status_code == 422
+
+
+def test_a_404_from_the_proxy_before_the_app_is_routed_is_retried_and_the_apps_own_is_not(server):
+    # Serve's proxy answers a path no app serves yet with plain text; the app's own 404s are JSON.
+    unrouted = Reply(404, {"content-type": "text/plain; charset=utf-8"})
+    server.script["/v1/jobs/" + "a" * 32] = [unrouted, unrouted]
+    server.script["/v1/jobs/" + "b" * 32] = [Reply(404)]
+    policy = RetryPolicy(max_retries=3, backoff_base_seconds=0.05, backoff_max_seconds=0.4)
+    with httpx.Client(base_url=server.url, transport=RetryTransport(policy)) as client:
+        assert client.get("/v1/jobs/" + "a" * 32).status_code == 200
+        assert client.get("/v1/jobs/" + "b" * 32).status_code == 404
+    assert len(server.attempts("/v1/jobs/" + "a" * 32)) == 3 and len(server.attempts("/v1/jobs/" + "b" * 32)) == 1
+    with httpx.Client(base_url=server.url, transport=RetryTransport(RetryPolicy(retry_unrouted=False))) as client:
+        server.script["/v1/jobs/" + "c" * 32] = [unrouted]
+        assert client.get("/v1/jobs/" + "c" * 32).status_code == 404
