@@ -235,3 +235,15 @@ def test_the_modern_config_fits_its_gpu_stages_on_one_gpu_at_their_most_replicas
               for d in deployments}
     assert set(shares) == {"ingress", "generator-flux-schnell", "generator-sdxl", "ranker", "upscaler"}
     assert shares["ingress"] == 0 and 0 < sum(shares.values()) <= 1.0
+
+
+def test_the_guide_creates_the_api_key_secret_the_pods_read():
+    import re
+
+    created = re.findall(r"kubectl create secret generic (\S+) --from-literal=(\w+)=", (CLUSTER / "README.md").read_text())
+    cluster = rayservice()["spec"]["rayClusterConfig"]
+    workers = cluster["workerGroupSpecs"] + [cluster["headGroupSpec"]]
+    read = {(env["valueFrom"]["secretKeyRef"]["name"], env["valueFrom"]["secretKeyRef"]["key"])
+            for group in workers for container in group["template"]["spec"]["containers"]
+            for env in container.get("env", []) if env["name"] == "DALLEFLOW_API_KEYS"}  # fmt: skip
+    assert read and read <= set(created), (read, created)
