@@ -18,12 +18,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 REPO = Path(__file__).resolve().parents[2]
-# playwright's own browser download is not reachable here; Debian's chromium is
-# (scripts/setup.sh test installs it).
-CHROMIUM = os.environ.get("DALLEFLOW_CHROMIUM", "/usr/bin/chromium")
 PROMPT = "a red circle on the left on a white background"
 # Ray Serve on a busy 2-core CPU: a request can take a while, never minutes.
 WAIT_MS = 180_000
@@ -42,16 +39,6 @@ class Screenshots:
         path = self.folder / f"{self.count:02d}-{step}.png"
         page.screenshot(path=path, full_page=full_page)
         return path
-
-
-@pytest.fixture(scope="module")
-def browser() -> Browser:
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"no Chromium at {CHROMIUM}: `bash scripts/setup.sh test` installs Debian's chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
