@@ -216,6 +216,11 @@ def create_app(jina_compat_enabled: bool = True, api_keys: ApiKeys | None = None
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        # Browsers ask the root for it whatever the page says; the docs pages link it.
+        return FileResponse(STATIC_DIR / "favicon.ico", media_type="image/x-icon")
+
     if jina_compat_enabled:
         app.include_router(jina_compat.router)
 
