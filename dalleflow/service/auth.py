@@ -17,8 +17,9 @@ Open with keys on, and why:
   an answer to a keyed request, so it is itself the capability, as a signed
   link is; this lets <img> tags and download links (which cannot send a
   header) show stored images.
-- /docs, /openapi.json: the schema, which holds no data; the docs' Authorize
-  button takes the key.
+- /docs (its /docs/oauth2-redirect and its Swagger UI and ReDoc files under
+  /docs/assets/), /redoc, /openapi.json: the schema, which holds no data; the
+  docs' Authorize button takes the key.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ INVALID_CHALLENGE = 'Bearer realm="dalleflow", error="invalid_token"'
 OPEN_PATHS = frozenset(
     {"/", "/favicon.ico", "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
-OPEN_PREFIXES = ("/static/",)
+OPEN_PREFIXES = ("/static/", "/docs/assets/")
 OPEN_GET_PREFIXES = ("/v1/images/",)
 
 

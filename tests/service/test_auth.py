@@ -74,7 +74,8 @@ def test_the_key_is_checked_before_the_body_limit(keyed_url):
 
 
 def test_probes_the_page_and_the_schema_stay_open(keyed_url):
-    for path in ["/healthz", "/readyz", "/", "/static/api.js", "/favicon.ico", "/openapi.json", "/docs"]:
+    for path in ["/healthz", "/readyz", "/", "/static/api.js", "/favicon.ico", "/openapi.json", "/docs",
+                 "/docs/oauth2-redirect", "/docs/assets/swagger-ui-bundle.js", "/redoc"]:
         assert httpx.get(keyed_url + path).status_code == 200, path
     schema = httpx.get(keyed_url + "/openapi.json").json()
     assert schema["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
