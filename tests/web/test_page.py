@@ -49,10 +49,13 @@ def page(browser, server_url) -> Page:
     page.set_default_timeout(WAIT_MS)
     script_errors: list = []
     page.on("pageerror", lambda error: script_errors.append(error))
+    not_found: list = []
+    page.on("response", lambda response: response.status == 404 and not_found.append(response.url))
     page.goto(server_url + "/")
     yield page
     context.close()
     assert not script_errors, f"the page's scripts raised: {script_errors}"
+    assert not not_found, f"the page asked for what is not there: {not_found}"
 
 
 @pytest.fixture
@@ -162,6 +165,16 @@ def test_generate_pick_refine_upscale_download(page, shots):
     expect(upscaled).to_be_visible()
     wait_until_loaded(page, "#upscaled-image")
     assert upscaled.evaluate("image => [image.naturalWidth, image.naturalHeight]") == [128, 128]
+    # Shown at the pick's scale (×4 the pick), scaled down only to fit the panel and the window.
+    pick_width = page.locator("#pick-image").bounding_box()["width"]
+    room = page.locator("#upscaled-section").evaluate(
+        "section => { const style = getComputedStyle(section);"
+        " return section.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight); }")
+    for height in (1400, 500, 900):
+        page.set_viewport_size({"width": 1280, "height": height})
+        box = upscaled.bounding_box()
+        assert box["width"] == pytest.approx(min(4 * pick_width, room, height - 32), abs=1), height
+        assert box["height"] == pytest.approx(box["width"], abs=1)
     upscaled_id = page.locator("#upscaled-download").get_attribute("href").removeprefix("v1/images/")
     shots.take(page, "upscaled")
 
