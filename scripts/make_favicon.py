@@ -23,7 +23,10 @@ def draw(side: int) -> Image.Image:
     unit = side / 16
     scene = Scene(
         "white",
-        (ShapeObject("red", "circle", 4.5 * unit, 8 * unit, 8 * unit), ShapeObject("blue", "square", 12 * unit, 8 * unit, 7 * unit)),
+        (
+            ShapeObject("red", "circle", 4.5 * unit, 8 * unit, 8 * unit),
+            ShapeObject("blue", "square", 12 * unit, 8 * unit, 7 * unit),
+        ),
         relation="to the left of",
         canvas_size=side,
     )

@@ -12,7 +12,6 @@ from contextlib import aclosing
 from pathlib import Path
 
 import fastapi_offline
-
 from dalleflow_client.schemas import (
     MAX_IMAGE_BASE64_CHARS,
     NDJSON,
