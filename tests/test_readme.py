@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dalleflow_client import read_png_metadata
+from dalleflow_client import make_grid, read_png_metadata
 from PIL import Image
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -140,7 +140,8 @@ def test_the_script_that_makes_the_readme_picture_still_runs(tmp_path):
     assert {generator for _, generator, _, _ in ranked} == {"diffusion", "dalle"}
     scores = [float(score) for _, _, score, _ in ranked]
     assert scores == sorted(scores, reverse=True)
-    assert Image.open(out).size == (4 * 128, 2 * 128)
+    # 4 x 2 cells of 128 px (the 32 px candidates upscaled x4), each under its index.
+    assert Image.open(out).size == make_grid([Image.new("RGB", (128, 128))] * 8, columns=4).size
 
 
 def test_the_diffusers_config_example_loads_on_tiny_checkpoints_of_its_models(tmp_path):

@@ -291,8 +291,10 @@ def _save_and_show(result: Result, args: argparse.Namespace) -> None:
         print(json.dumps(answer, indent=2))
         return
     print(f"grid  {grid_path}")
+    # "#" is the index drawn on the grid and the one `result[i]` takes; 0 is the ranker's pick.
+    print(f"{'#':>4}  {'score':>7}  {'generator':<18} {'id':<32}  file")
     for index, (candidate, path) in enumerate(zip(result.candidates, paths)):
-        print(f"{index:>4}  {candidate.clip_score:7.3f}  {candidate.generator:<18} {candidate.id}  {path}")
+        print(f"{index:>4}  {candidate.clip_score:7.3f}  {candidate.generator:<18} {candidate.id:<32}  {path}")
 
 
 @contextmanager

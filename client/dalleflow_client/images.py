@@ -34,11 +34,24 @@ def decode_base64_image(text: str) -> Image.Image:
     return decode_image(base64.b64decode(text, validate=True))
 
 
-def make_grid(images: Sequence[Image.Image], columns: int | None = None, show_indices: bool = True) -> Image.Image:
-    """One RGB image with the images in rows, left to right, each index drawn in its top-left corner.
+# The embedded models draw 32 px images, specks in a grid on a screen: cells are scaled up
+# to at least this side, by a whole factor with nearest neighbour, so each pixel stays a
+# sharp square and no detail is made up.
+MIN_CELL_SIZE = 128
+# Between cells: images on one background would otherwise run into each other.
+GUTTER = 4
 
-    Cells take the size of the largest image, so generators of different resolutions share one grid.
-    `columns` defaults to a square-ish layout.
+
+def make_grid(
+    images: Sequence[Image.Image], columns: int | None = None, show_indices: bool = True,
+    min_cell_size: int = MIN_CELL_SIZE,
+) -> Image.Image:  # fmt: skip
+    """One RGB image with the images in rows, left to right, apart by a black gutter; with
+    show_indices, each index is written in a band above its image, so no label covers a pixel.
+
+    Cells take the size of the largest image, so generators of different resolutions share one
+    grid; when that is under `min_cell_size` on its longer side, every image is scaled up by the
+    same whole factor (0 keeps them as they are). `columns` defaults to a square-ish layout.
     """
     if not images:
         raise ValueError("no images to put in a grid")
@@ -47,27 +60,26 @@ def make_grid(images: Sequence[Image.Image], columns: int | None = None, show_in
     if columns < 1:
         raise ValueError(f"columns must be at least 1, got {columns}")
     rows = math.ceil(len(images) / columns)
-    cell_width = max(image.width for image in images)
-    cell_height = max(image.height for image in images)
-    grid = Image.new("RGB", (columns * cell_width, rows * cell_height))
+    largest_width = max(image.width for image in images)
+    largest_height = max(image.height for image in images)
+    scale = max(1, math.ceil(min_cell_size / max(largest_width, largest_height)))
+    cell_width, cell_height = largest_width * scale, largest_height * scale
+    # Scaled with the cell so the index stays readable on 128 px and on 1024 px cells alike.
+    font = ImageFont.load_default(size=max(14, cell_height // 10))
+    band = _LABEL_PADDING * 2 + font.getbbox("0123456789")[3] if show_indices else 0
+    step_x, step_y = cell_width + GUTTER, band + cell_height + GUTTER
+    grid = Image.new("RGB", (columns * step_x - GUTTER, rows * step_y - GUTTER))  # black
     draw = ImageDraw.Draw(grid)
-    # Scaled with the cell so the index stays readable on 32 px and on 1024 px images alike.
-    font = ImageFont.load_default(size=max(10, cell_height // 10))
     for index, image in enumerate(images):
-        left, top = (index % columns) * cell_width, (index // columns) * cell_height
-        grid.paste(image.convert("RGB"), (left, top))
+        left, top = (index % columns) * step_x, (index // columns) * step_y
         if show_indices:
-            _draw_label(draw, (left, top), str(index), font)
+            draw.text((left + _LABEL_PADDING, top + _LABEL_PADDING), str(index), fill="white", font=font)
+        scaled = image.convert("RGB").resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+        grid.paste(scaled, (left, top + band))
     return grid
 
 
-def _draw_label(draw: ImageDraw.ImageDraw, corner: tuple[int, int], text: str, font) -> None:
-    # White on a black box: legible on any image.
-    padding = 2
-    origin = (corner[0] + padding, corner[1] + padding)
-    _, _, right, bottom = draw.textbbox(origin, text, font=font)
-    draw.rectangle((corner[0], corner[1], right + padding, bottom + padding), fill="black")
-    draw.text(origin, text, fill="white", font=font)
+_LABEL_PADDING = 3
 
 
 def save_png(image: Image.Image, path: str | PathLike, metadata: Mapping[str, object] | None = None) -> Path:

@@ -10,14 +10,16 @@ Serve config itself, whose args Ray shows on its dashboard and keeps in the GCS.
 Open with keys on, and why:
 - /healthz, /readyz: Kubernetes probes and load balancers carry no key; they
   tell only whether the stages are loaded.
-- the web page (/, /static/...): static files with no data; the page asks for
-  the key and sends it on its API calls (kept in the tab's sessionStorage).
+- the web page (/, /static/..., /favicon.ico): static files with no data; the
+  page asks for the key and sends it on its API calls (kept in the tab's
+  sessionStorage).
 - GET /v1/images/{id}: an id is a uuid4 (122 random bits) handed out only in
   an answer to a keyed request, so it is itself the capability, as a signed
   link is; this lets <img> tags and download links (which cannot send a
   header) show stored images.
-- /docs, /openapi.json: the schema, which holds no data; the docs' Authorize
-  button takes the key.
+- /docs (its /docs/oauth2-redirect and its Swagger UI and ReDoc files under
+  /docs/assets/), /redoc, /openapi.json: the schema, which holds no data; the
+  docs' Authorize button takes the key.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ DEFAULT_ENV = "DALLEFLOW_API_KEYS"
 CHALLENGE = 'Bearer realm="dalleflow"'
 INVALID_CHALLENGE = 'Bearer realm="dalleflow", error="invalid_token"'
 
-OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-OPEN_PREFIXES = ("/static/",)
+OPEN_PATHS = frozenset(
+    {"/", "/favicon.ico", "/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+OPEN_PREFIXES = ("/static/", "/docs/assets/")
 OPEN_GET_PREFIXES = ("/v1/images/",)
 
 

@@ -10,9 +10,11 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 
+import fastapi_offline
 from dalleflow_client.schemas import (
     MAX_IMAGE_BASE64_CHARS,
     NDJSON,
@@ -30,7 +32,8 @@ from dalleflow_client.schemas import (
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
@@ -50,6 +53,20 @@ MODEL_ROUTES = ("/v1/generate", "/v1/refine", "/v1/diffuse", "/v1/upscale", "/po
 
 
 logger = logging.getLogger(__name__)
+
+# Swagger UI's and ReDoc's dist files, from the fastapi-offline package (its folder
+# holds the files only; its FastAPIOffline app is not used). Served from here instead
+# of FastAPI's default CDN, so /docs works on a machine without internet.
+DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
+DOCS_ASSETS_PATH = "/docs/assets"
+# The docs pages may load from this app only. ReDoc's "API docs by Redocly" footer asks a
+# CDN for its logo whatever its options say; this stops that request in the browser (the
+# logo hides itself when it fails). FastAPI's pages start Swagger UI and ReDoc with inline
+# scripts, and both style themselves inline; ReDoc's search runs in a blob: worker.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'"
+)
 
 # POST /v1/generate and /v1/refine answer a stream when the request asks for one.
 STREAMED = {
@@ -159,6 +176,47 @@ def _add_limits(app: FastAPI, limits: HttpLimits, api_keys: ApiKeys | None) -> N
         app.add_middleware(HostCheck, allowed_hosts=limits.allowed_hosts)
 
 
+def _serve_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI, with its Authorize button and OAuth2 redirect) and /redoc, as FastAPI
+    serves them but with every asset from DOCS_ASSETS_DIR; auth.py keeps these paths open."""
+    app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")
+
+    def root(request: Request) -> str:
+        # Under a route prefix (Serve's route_prefix) every URL the page loads needs it.
+        return request.scope.get("root_path", "")
+
+    def self_only(page: HTMLResponse) -> HTMLResponse:
+        page.headers["content-security-policy"] = DOCS_CSP
+        return page
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        prefix = root(request)
+        return self_only(get_swagger_ui_html(
+            openapi_url=prefix + app.openapi_url,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=prefix + app.swagger_ui_oauth2_redirect_url,
+            swagger_js_url=f"{prefix}{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{prefix}{DOCS_ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{prefix}/favicon.ico",
+        ))
+
+    @app.get(app.swagger_ui_oauth2_redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        prefix = root(request)
+        return self_only(get_redoc_html(
+            openapi_url=prefix + app.openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{prefix}{DOCS_ASSETS_PATH}/redoc.standalone.js",
+            redoc_favicon_url=f"{prefix}/favicon.ico",
+            with_google_fonts=False,  # ReDoc falls back to the system's fonts
+        ))
+
+
 def create_app(jina_compat_enabled: bool = True, api_keys: ApiKeys | None = None, limits: HttpLimits | None = None) -> FastAPI:
     """The API; with jina_compat_enabled, also dalle-flow's Jina protocol at POST /post (see jina_compat.py);
     with api_keys, its routes answer 401 without one of them (auth.py says which stay open); limits
@@ -167,6 +225,8 @@ def create_app(jina_compat_enabled: bool = True, api_keys: ApiKeys | None = None
         title="dalleflow",
         version="0.1.0",
         description="Human-in-the-loop text-to-image: generate, rank, pick, refine, upscale.",
+        docs_url=None,  # served by _serve_docs, from local files
+        redoc_url=None,
     )
     app.router.route_class = JSONRoute
     _add_limits(app, limits or HttpLimits(), api_keys)
@@ -251,6 +311,13 @@ def create_app(jina_compat_enabled: bool = True, api_keys: ApiKeys | None = None
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        # Browsers ask the root for it whatever the page says; the docs pages link it.
+        return FileResponse(STATIC_DIR / "favicon.ico", media_type="image/x-icon")
+
+    _serve_docs(app)
 
     if jina_compat_enabled:
         app.include_router(jina_compat.router)

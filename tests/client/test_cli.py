@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dalleflow_client.cli import add_client_commands, main
+from dalleflow_client.cli import _save_and_show, add_client_commands, main
+from dalleflow_client.results import Result
+from tests.client.test_results import answer
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -60,6 +62,24 @@ def test_refine_needs_a_prompt(capsys):
     with pytest.raises(SystemExit):
         parse(["refine", "pick.png"])
     assert "--prompt" in capsys.readouterr().err
+
+
+def test_the_table_of_an_answer_names_its_columns_and_lines_them_up(capsys, tmp_path):
+    result = Result(answer(["red", "green", "blue"]))
+    _save_and_show(result, argparse.Namespace(out=tmp_path, json=False))
+    grid_line, header, *rows = capsys.readouterr().out.splitlines()
+    assert grid_line.startswith("grid  ") and grid_line.endswith("-grid.png")
+    assert header.split() == ["#", "score", "generator", "id", "file"]
+    assert len(rows) == 3
+    for index, (row, candidate) in enumerate(zip(rows, result)):
+        assert row.split()[:4] == [str(index), f"{candidate.clip_score:.3f}", candidate.generator, candidate.id]
+        # Each value sits under its heading: right-aligned numbers end where theirs end,
+        # the rest start where theirs start.
+        for heading, value in zip(["#", "score"], row.split()):
+            assert row.index(value) + len(value) == header.index(heading) + len(heading)
+        for heading, value in zip(["generator", "id", "file"], row.split()[2:]):
+            assert row.index(value) == header.index(heading), heading
+        assert Path(row.split()[-1]).is_file()
 
 
 def test_errors_are_reported_as_one_line_and_exit_status_1(capsys, tmp_path):

@@ -103,7 +103,8 @@ async def test_async_client_generates_the_same_way(server_url):
 
 def test_cli_generate_saves_the_grid_and_the_images(server_url, tmp_path, capsys):
     assert main(["generate", PROMPT, "--url", server_url, "--num-images", "1", "--steps", "4", "--out", str(tmp_path)]) == 0
-    grid_line, *candidate_lines = capsys.readouterr().out.splitlines()
+    grid_line, header, *candidate_lines = capsys.readouterr().out.splitlines()
+    assert header.split() == ["#", "score", "generator", "id", "file"]
     grid = Path(grid_line.removeprefix("grid").strip())
     assert grid.name.endswith("-grid.png") and read_png_metadata(grid)["prompt"] == PROMPT
     candidates = [Path(line.split()[-1]) for line in candidate_lines]

@@ -60,11 +60,13 @@ def test_result_exposes_ranked_candidates_with_images():
 def test_result_grid_holds_every_candidate_in_rank_order():
     result = Result(answer(["red", "green", "blue", "yellow"]))
     grid = result.grid(show_indices=False)
-    assert grid.size == (64, 64)
-    assert [grid.getpixel(point) for point in [(16, 16), (48, 16), (16, 48), (48, 48)]] == [
+    # The 32 px candidates, scaled up to readable 128 px cells, 4 px apart.
+    assert grid.size == (2 * 128 + 4, 2 * 128 + 4)
+    assert [grid.getpixel(point) for point in [(64, 64), (196, 64), (64, 196), (196, 196)]] == [
         (255, 0, 0), (0, 128, 0), (0, 0, 255), (255, 255, 0)
     ]  # fmt: skip
-    assert result.grid(columns=4).size == (128, 32)
+    labelled = result.grid(columns=4)
+    assert labelled.width == 4 * 128 + 3 * 4 and labelled.height > 128  # the indices' band above
 
 
 def test_result_save_writes_each_png_with_its_metadata(tmp_path):

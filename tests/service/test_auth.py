@@ -3,13 +3,8 @@ in this process, with keys on; the client sends its key as a bearer token."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import httpx
 import pytest
-import uvicorn
 from dalleflow_client import Client
 from dalleflow_client.errors import RequestError
 
@@ -19,6 +14,7 @@ from dalleflow.service.flow import Flow
 from dalleflow.service.http import create_app
 from dalleflow.service.stages import LocalStage
 from dalleflow.service.store import ImageStore
+from tests.conftest import serve_in_thread
 
 KEYS = ["first-key", "second-key"]
 PROMPT = "a red circle on the left on a white background"
@@ -32,19 +28,8 @@ def keyed_url(tiny_diffusion, tiny_clip_folder, tmp_path_factory):
         generators={"diffusion": stage}, ranker=LocalStage(ClipRanker.from_pretrained(f"local-dir:{tiny_clip_folder[1]}")),
         refiner=stage, upscaler=stage, store=ImageStore(tmp_path_factory.mktemp("store")),
     )  # fmt: skip
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app) as url:
+        yield url
 
 
 def test_keys_come_from_the_environment_comma_separated():
@@ -90,7 +75,8 @@ def test_the_key_is_checked_before_the_body_limit(keyed_url):
 
 
 def test_probes_the_page_and_the_schema_stay_open(keyed_url):
-    for path in ["/healthz", "/readyz", "/", "/static/api.js", "/openapi.json", "/docs"]:
+    for path in ["/healthz", "/readyz", "/", "/static/api.js", "/favicon.ico", "/openapi.json", "/docs",
+                 "/docs/oauth2-redirect", "/docs/assets/swagger-ui-bundle.js", "/redoc"]:
         assert httpx.get(keyed_url + path).status_code == 200, path
     schema = httpx.get(keyed_url + "/openapi.json").json()
     assert schema["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}

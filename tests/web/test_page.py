@@ -18,12 +18,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 REPO = Path(__file__).resolve().parents[2]
-# playwright's own browser download is not reachable here; Debian's chromium is
-# (scripts/setup.sh test installs it).
-CHROMIUM = os.environ.get("DALLEFLOW_CHROMIUM", "/usr/bin/chromium")
 PROMPT = "a red circle on the left on a white background"
 # Ray Serve on a busy 2-core CPU: a request can take a while, never minutes.
 WAIT_MS = 180_000
@@ -44,16 +41,6 @@ class Screenshots:
         return path
 
 
-@pytest.fixture(scope="module")
-def browser() -> Browser:
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"no Chromium at {CHROMIUM}: `bash scripts/setup.sh test` installs Debian's chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser, server_url) -> Page:
     """The page, freshly opened in its own browser context (so its own sessionStorage)."""
@@ -62,10 +49,13 @@ def page(browser, server_url) -> Page:
     page.set_default_timeout(WAIT_MS)
     script_errors: list = []
     page.on("pageerror", lambda error: script_errors.append(error))
+    not_found: list = []
+    page.on("response", lambda response: response.status == 404 and not_found.append(response.url))
     page.goto(server_url + "/")
     yield page
     context.close()
     assert not script_errors, f"the page's scripts raised: {script_errors}"
+    assert not not_found, f"the page asked for what is not there: {not_found}"
 
 
 @pytest.fixture
@@ -175,6 +165,16 @@ def test_generate_pick_refine_upscale_download(page, shots):
     expect(upscaled).to_be_visible()
     wait_until_loaded(page, "#upscaled-image")
     assert upscaled.evaluate("image => [image.naturalWidth, image.naturalHeight]") == [128, 128]
+    # Shown at the pick's scale (×4 the pick), scaled down only to fit the panel and the window.
+    pick_width = page.locator("#pick-image").bounding_box()["width"]
+    room = page.locator("#upscaled-section").evaluate(
+        "section => { const style = getComputedStyle(section);"
+        " return section.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight); }")
+    for height in (1400, 500, 900):
+        page.set_viewport_size({"width": 1280, "height": height})
+        box = upscaled.bounding_box()
+        assert box["width"] == pytest.approx(min(4 * pick_width, room, height - 32), abs=1), height
+        assert box["height"] == pytest.approx(box["width"], abs=1)
     upscaled_id = page.locator("#upscaled-download").get_attribute("href").removeprefix("v1/images/")
     shots.take(page, "upscaled")
 

@@ -156,6 +156,12 @@ byId("upscale").addEventListener("click", () => {
       generator: "upscaler", rank: null, clip_score: null, src: api.pngDataUrl(answer.image),
     };
     const image = byId("upscaled-image");
+    // At the pick's own scale, so it shows as large as the upscaler made it (×4 the pick);
+    // the stylesheet scales it down only to fit the window.
+    const shown = byId("pick-image");
+    const scale = shown.naturalWidth ? shown.clientWidth / shown.naturalWidth : 1;
+    image.style.setProperty("--shown-width", `${answer.width * scale}px`);
+    image.style.setProperty("--aspect", answer.width / answer.height);
     image.src = entry.src;
     image.alt = `Upscaled ×4 (${answer.width}×${answer.height}): ${describe(source)}`;
     setDownload(byId("upscaled-download"), entry);
