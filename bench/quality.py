@@ -84,7 +84,8 @@ def main() -> None:
         print(f"{label:10} {name:10} {prompts:7d} {top:10.1%} {mean:6.1%} {best:9.1%} {retrieval:16.1%}")
     refiner = results["refiner"]
     print(f"refiner (skip_rate 0.5) on {refiner['variations']} variations of accepted picks: "
-          f"still accepted {refiner['still_accepted']:.1%}, mean abs change {refiner['mean_abs_change']:.1%}")
+          f"still accepted {refiner['still_accepted']:.1%}, mean |Δ| / 255 {refiner['mean_abs_change']:.1%}, "
+          f"pixels changed (a channel by over 16 of 255) {refiner['pixels_changed_over_16_of_255']:.1%}")
     print(f"({time.time() - started:.0f} s)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     settings = {"num_images": args.num_images, "steps": args.steps, "guidance": args.guidance,
