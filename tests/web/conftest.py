@@ -13,7 +13,9 @@ from playwright.sync_api import Browser, sync_playwright
 CHROMIUM = os.environ.get("DALLEFLOW_CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+# Per module: playwright's sync API keeps an event loop running while it is open, and
+# pytest-asyncio cannot run a test's loop beside it.
+@pytest.fixture(scope="module")
 def browser() -> Browser:
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"no Chromium at {CHROMIUM}: `bash scripts/setup.sh test` installs Debian's chromium")

@@ -46,7 +46,7 @@ CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".ico": "image/x-
 
 @pytest.mark.parametrize("docs", ["/docs", "/redoc", "/docs/oauth2-redirect"])
 def test_the_docs_load_nothing_from_other_hosts_and_every_asset_is_served(docs):
-    client = TestClient(create_app())
+    client = TestClient(create_app(), base_url="http://127.0.0.1")
     page = client.get(docs)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert not ABSOLUTE.findall(page.text), f"{docs} names another host"
@@ -60,14 +60,14 @@ def test_the_docs_load_nothing_from_other_hosts_and_every_asset_is_served(docs):
 
 def test_the_docs_assets_follow_the_route_prefix():
     # Serve mounts the app under its route_prefix and says so in root_path.
-    client = TestClient(create_app(), root_path="/dalleflow")
+    client = TestClient(create_app(), base_url="http://127.0.0.1", root_path="/dalleflow")
     for docs in ["/docs", "/redoc"]:
         urls = REFERENCED.findall(client.get(docs).text)
         assert urls and all(url.startswith("/dalleflow/") for url in urls), urls
 
 
 def test_the_favicon_is_the_one_its_script_draws(tmp_path):
-    served = TestClient(create_app()).get("/favicon.ico")
+    served = TestClient(create_app(), base_url="http://127.0.0.1").get("/favicon.ico")
     assert served.status_code == 200 and served.headers["content-type"] == "image/x-icon"
     made = tmp_path / "favicon.ico"
     subprocess.run([sys.executable, "scripts/make_favicon.py", str(made)], cwd=REPO, check=True)
