@@ -27,7 +27,8 @@ from dalleflow_client.cli import add_client_commands
 
 from dalleflow.service.retention import Retention, prune, usage
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
+# Package data, so an installed (not editable) dalleflow finds it wherever it runs from.
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "serve_config.yaml"
 
 
 def is_ready(url: str) -> bool:
