@@ -65,6 +65,7 @@ def main() -> int:
     result = {
         **harness.provenance(),
         "python": sys.version.split()[0],
+        "venv": sys.prefix,  # the environment measured
         "server_install_gb": round(server_total / 1e9, 2),
         "test_install_gb": round(test_total / 1e9, 2),
         "embedded_weights_mb": round(folder_bytes(ROOT / "dalleflow" / "weights") / 1e6, 1),
