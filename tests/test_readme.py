@@ -247,3 +247,11 @@ def test_every_figure_the_readme_quotes_is_a_number_a_bench_wrote():
     assert len(figures) > 20
     missing = [f"{number}{unit}" for number, unit in figures if not is_in_results(number, unit, numbers)]
     assert missing == [], f"figures in the README that no file in bench/results/ holds: {missing}"
+
+
+def test_the_install_size_the_readme_gives_is_the_one_bench_install_size_wrote():
+    import json
+
+    measured = json.loads((Path(__file__).resolve().parent.parent / "bench" / "results" / "install_size.json").read_text())
+    setup = README.split("## Two commands for a fresh machine", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"(\d+\.\d+) GB", setup) == [f"{measured['server_install_gb']:.1f}", f"{measured['test_install_gb']:.1f}"]
