@@ -8,6 +8,7 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -137,7 +138,10 @@ def test_the_client_installs_and_runs_with_only_its_stated_dependencies(tmp_path
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    done = subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), str(REPO / "client")],
+    # A copy: pip builds in the source tree, and its egg-info left in the checkout would pass for
+    # an installed dalleflow-client wherever the checkout is on sys.path.
+    client = shutil.copytree(REPO / "client", tmp_path / "client", ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    done = subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), str(client)],
                           capture_output=True, text=True, timeout=600, env=environment, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     script = ("from PIL import Image; from dalleflow_client import make_grid, Client; "

@@ -60,8 +60,10 @@ def installed(wheels, tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("installed") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
+    # Without PYTHONPATH: a checkout on it could pass for installed distributions to pip.
     done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-                           "--no-index", *map(str, wheels.values())], capture_output=True, text=True, timeout=300)  # fmt: skip
+                           "--no-index", *map(str, wheels.values())], capture_output=True, text=True, timeout=300,
+                          env=clean_environment())  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     site = Path(subprocess.check_output([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                         text=True).strip())  # fmt: skip
