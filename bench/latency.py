@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=4)
     parser.add_argument("--generators", nargs="+", default=["all", "diffusion", "dalle"],
                         help="requests to measure: 'all' (generators null) or one generator's name")
-    parser.add_argument("--config", type=Path, default=ROOT / "serve_config.yaml")
+    parser.add_argument("--config", type=Path, default=ROOT / "dalleflow" / "serve_config.yaml")
     parser.add_argument("--out", default="bench/results/latency.json")
     parser.add_argument("--in-process-to", help=argparse.SUPPRESS)  # the child's side of in_process_elsewhere
     args = parser.parse_args()

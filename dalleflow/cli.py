@@ -31,7 +31,8 @@ from dalleflow.service.retention import Retention, prune, usage
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
+# Package data, so an installed (not editable) dalleflow finds it wherever it runs from.
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "serve_config.yaml"
 
 
 def is_ready(url: str) -> bool:
@@ -119,10 +120,22 @@ TRAINERS = {
 }
 
 
+# Packages only training imports, in the `train` extra, so a server installs without them.
+TRAIN_EXTRA = {"optax"}
+
+
 def _train(args: argparse.Namespace) -> int:
     import importlib
 
-    importlib.import_module(TRAINERS[args.model]).main(args.rest)
+    try:
+        trainer = importlib.import_module(TRAINERS[args.model])
+    except ModuleNotFoundError as missing:
+        if missing.name not in TRAIN_EXTRA:
+            raise
+        print(f"error: dalleflow train {args.model} needs {missing.name}, from the training extra: "
+              f"pip install 'dalleflow[train]' (or, in a checkout, pip install -e '.[train]')", file=sys.stderr)  # fmt: skip
+        return 1
+    trainer.main(args.rest)
     return 0
 
 

@@ -47,10 +47,41 @@ def test_the_python_examples(server_url, tmp_path, monkeypatch):
     examples = re.findall(r"```python\n(.*?)```", use_section(), flags=re.S)
     assert len(examples) == 3
     for example in examples:
+        if "serve.get_app_handle" in example:
+            continue  # a script of its own: test_the_ray_handle_example_as_a_script_of_its_own
         exec(compile(example.replace(DEFAULT_URL, server_url), "README.md", "exec"), {})
     assert (tmp_path / "candidates.png").is_file() and (tmp_path / "final.png").is_file()
     assert read_png_metadata(tmp_path / "final.png")["prompt"].startswith("a red circle")
     assert (tmp_path / "prompt-0.png").is_file() and (tmp_path / "prompt-1.png").is_file()
+
+
+def test_the_ray_handle_example_as_a_script_of_its_own(server_url, tmp_path):
+    """Run as a user runs it, a separate Python process on the machine that serves: it must join
+    the running cluster, not start a Ray of its own. `address="auto"` finds the Ray on the machine
+    by looking for its processes; this machine may run other Ray clusters beside the session's,
+    so that one look is answered with the session's address alone. No RAY_ADDRESS: with it set,
+    any example would connect, `ray.init` or not."""
+    import ray
+
+    (example,) = [block for block in re.findall(r"```python\n(.*?)```", use_section(), flags=re.S) if "serve.get_app_handle" in block]
+    (tmp_path / "handle.py").write_text(example)
+    (tmp_path / "run.py").write_text(
+        "import functools, runpy\nimport ray._private.services as services\n"
+        # Cached, as Ray's own is: ray.init clears that cache.
+        f"services.find_gcs_addresses = functools.cache(lambda: [{ray.get_runtime_context().gcs_address!r}])\n"
+        "runpy.run_path('handle.py', run_name='__main__')\n")  # fmt: skip
+    environment = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "run.py"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=environment)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    assert [rank for rank, *_ in printed] == [0, 1, 2, 3]
+    assert sorted(generator for _, generator, _ in printed) == ["dalle", "dalle", "diffusion", "diffusion"]
+
+
+def test_the_readme_says_where_the_commands_are_before_using_them():
+    section = use_section()
+    first_command = section.index("```bash\ndalleflow ")
+    assert "source .venv/bin/activate" in section[:first_command]
 
 
 def test_the_cli_example(server_url, tmp_path):
@@ -217,3 +248,11 @@ def test_every_figure_the_readme_quotes_is_a_number_a_bench_wrote():
     assert len(figures) > 20
     missing = [f"{number}{unit}" for number, unit in figures if not is_in_results(number, unit, numbers)]
     assert missing == [], f"figures in the README that no file in bench/results/ holds: {missing}"
+
+
+def test_the_install_size_the_readme_gives_is_the_one_bench_install_size_wrote():
+    import json
+
+    measured = json.loads((Path(__file__).resolve().parent.parent / "bench" / "results" / "install_size.json").read_text())
+    setup = README.split("## Two commands for a fresh machine", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"(\d+\.\d+) GB", setup) == [f"{measured['server_install_gb']:.1f}", f"{measured['test_install_gb']:.1f}"]

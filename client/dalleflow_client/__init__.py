@@ -1,4 +1,4 @@
-"""Client of the dalleflow text-to-image service: httpx, pydantic and pillow, nothing heavier.
+"""Client of the dalleflow text-to-image service: httpx, anyio, pydantic, pillow and tqdm, nothing heavier.
 
     from dalleflow_client import Client
 

@@ -1,6 +1,6 @@
 """Builds the application from its arguments (serve_config.yaml's `args`).
 
-    serve run serve_config.yaml                       # the embedded default
+    serve run dalleflow/serve_config.yaml             # the embedded default
     serve run dalleflow.deployments.app:build_app     # the same, with default args
 
 Arguments are checked strictly: an unknown key is an error, not a silent default.

@@ -1,6 +1,6 @@
 """Checks a Serve config strictly before a cluster sees it.
 
-    python -m dalleflow.deployments.config_check serve_config.yaml cluster/rayservice.yaml
+    python -m dalleflow.deployments.config_check dalleflow/serve_config.yaml cluster/rayservice.yaml
 
 A file is a Serve config (`applications: ...`) or a KubeRay RayService
 manifest, whose `spec.serveConfigV2` is checked. The exit status is 1 when any

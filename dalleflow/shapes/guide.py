@@ -32,7 +32,7 @@ WORDS: dict[str, list[str]] = {
     "backgrounds": list(world.BACKGROUNDS),
 }
 REAL_CHECKPOINTS = (
-    "To draw anything else, serve real checkpoints: in serve_config.yaml give `generators` a `diffusers` model "
+    "To draw anything else, serve real checkpoints: in a serve config (`dalleflow serve --config`) give `generators` a `diffusers` model "
     "(Stable Diffusion, SDXL, SD3, FLUX.1: a local folder or a hub id) or DALL·E Mega, and `ranker` an open_clip "
     "model such as ViT-L-14@openai. The README's section \"Configure\" shows how."
 )

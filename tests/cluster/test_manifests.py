@@ -159,7 +159,7 @@ def test_the_gpu_config_reads_weights_and_stores_images_on_the_workers_volumes()
 
 
 MODERN_SERVE_CONFIG = CLUSTER / "serve_config.modern.yaml"
-SERVE_CONFIGS = [(where, config) for path in (REPO / "serve_config.yaml", GPU_SERVE_CONFIG, MODERN_SERVE_CONFIG,
+SERVE_CONFIGS = [(where, config) for path in (REPO / "dalleflow" / "serve_config.yaml", GPU_SERVE_CONFIG, MODERN_SERVE_CONFIG,
                                                              CLUSTER / "serve_config.dalle-flow.yaml", CLUSTER / "rayservice.yaml")
                  for where, config in serve_configs_in(path)]
 

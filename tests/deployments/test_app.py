@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_ray_accepts_build_app_as_the_builder_of_the_serve_config():
-    args = yaml.safe_load((REPO / "serve_config.yaml").read_text())["applications"][0]["args"]
+    args = yaml.safe_load((REPO / "dalleflow" / "serve_config.yaml").read_text())["applications"][0]["args"]
     assert isinstance(call_user_app_builder_with_args_if_necessary(build_app, args), Application)
 
 

@@ -7,7 +7,7 @@ import yaml
 from dalleflow.deployments.config_check import main, serve_configs_in, validate_serve_config
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+DEFAULT = yaml.safe_load((REPO / "dalleflow" / "serve_config.yaml").read_text())
 
 
 def edited(edit) -> dict:
