@@ -8,7 +8,6 @@ import asyncio
 import socket
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -16,26 +15,10 @@ from ray import serve
 
 from dalleflow.deployments.app import EMBEDDED_DIFFUSION, compose_app
 from tests.deployments.test_backpressure import FLOOD, flood, serve_processes_rss
+from tests.service.test_limits import open_request, status_of
 
 PROMPT = "a red circle on the left on a white background"
 STALLED = 40  # more than the 32 slots the ingress had when a stalled body could take one for 600 s
-
-
-def open_request(url: str, head: str) -> socket.socket:
-    address = urlparse(url)
-    sock = socket.create_connection((address.hostname, address.port), timeout=60)
-    sock.sendall(head.encode())
-    return sock
-
-
-def status_of(sock: socket.socket) -> int:
-    answer = b""
-    while b"\r\n" not in answer:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError(f"closed without an answer: {answer!r}")
-        answer += chunk
-    return int(answer.split(b" ", 2)[1])
 
 
 def has_answer(sock: socket.socket) -> bool:

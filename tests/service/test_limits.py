@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-import time
+from urllib.parse import urlparse
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from starlette.responses import PlainTextResponse
 
 from dalleflow.service.auth import ApiKeys
 from dalleflow.service.http import MAX_BODY_BYTES, create_app
 from dalleflow.service.limits import Admission, HttpLimits, host_name, is_allowed_host
+from tests.conftest import serve_in_thread
 
 LOCAL = "http://127.0.0.1:8000"
 PROMPT = "a red circle on the left on a white background"
@@ -114,24 +113,14 @@ def test_jina_posts_take_a_bounded_number_of_docs(app_client):
 
 @pytest.fixture(scope="module")
 def served():
-    app = create_app(limits=HttpLimits(body_timeout_s=1.0))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield port
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(limits=HttpLimits(body_timeout_s=1.0))) as url:
+        yield url
 
 
-def raw_request(port: int, head: str) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+def open_request(url: str, head: str) -> socket.socket:
+    """A connection that has sent `head` (a request line, headers, maybe part of a body) and waits."""
+    address = urlparse(url)
+    sock = socket.create_connection((address.hostname, address.port), timeout=60)
     sock.sendall(head.encode())
     return sock
 
@@ -141,20 +130,20 @@ def status_of(sock: socket.socket) -> int:
     while b"\r\n" not in answer:
         chunk = sock.recv(4096)
         if not chunk:
-            break
+            raise ConnectionError(f"closed without an answer: {answer!r}")
         answer += chunk
     return int(answer.split(b" ", 2)[1])
 
 
 def test_a_body_that_stalls_gets_408(served):
-    sock = raw_request(served, "POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    sock = open_request(served, "POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                                "Content-Length: 100\r\n\r\n{\"prom")  # fmt: skip
     with sock:
         assert status_of(sock) == 408
 
 
 def test_a_chunked_body_past_the_limit_gets_413_before_it_is_all_sent(served):
-    sock = raw_request(served, "POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    sock = open_request(served, "POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                                "Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
     chunk = b"%x\r\n%s\r\n" % (1 << 20, b" " * (1 << 20))
     sent = 0
@@ -172,7 +161,7 @@ def test_a_chunked_body_past_the_limit_gets_413_before_it_is_all_sent(served):
 
 
 def test_a_declared_length_past_the_limit_is_refused_at_once(served):
-    with raw_request(served, f"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    with open_request(served, f"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                              f"Content-Length: {50 << 20}\r\n\r\n") as sock:  # fmt: skip
         assert status_of(sock) == 413
 
