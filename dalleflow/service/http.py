@@ -138,15 +138,16 @@ def _require_api_key(app: FastAPI, api_keys: ApiKeys) -> None:
 
 
 class JSONRequest(Request):
-    """A request whose JSON is read by safe_json.strict_loads: NaN refused, a number of any length
-    refused by the field it was sent for (Python's parser fails past 4,300 digits with an error
-    that names none), and nesting too deep for the parser refused as bad JSON, not a 500."""
+    """A request whose JSON is read by safe_json.strict_loads: a number of any length refused by
+    the field it was sent for (Python's parser fails past 4,300 digits with an error that names
+    none), as NaN and 1e400 are (they come as floats, which validation names), and nesting too
+    deep for the parser refused as bad JSON, not a 500."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
             try:
-                self._json = strict_loads(body)
+                self._json = strict_loads(body, non_finite=True)
             except ValueError as error:
                 raise json.JSONDecodeError(str(error), body.decode("utf-8", "replace"), 0) from None
         return self._json

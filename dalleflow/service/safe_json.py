@@ -21,10 +21,11 @@ class LongNumber(str):
     note of its length: validation then refuses it by the field it was sent for."""
 
 
-def strict_loads(body: bytes | str) -> Any:
-    """JSON as the service reads it: NaN, Infinity and 1e400 refused (JSON has no value for them),
-    a number too long to convert kept as a LongNumber, nesting past the interpreter's limit refused;
-    every refusal a ValueError."""
+def strict_loads(body: bytes | str, non_finite: bool = False) -> Any:
+    """JSON as the service reads it: a number too long to convert kept as a LongNumber, nesting past
+    the interpreter's limit refused; NaN, Infinity and 1e400 (JSON has no value for them) refused
+    too unless non_finite, where they come as floats for validation to refuse by field. Every
+    refusal a ValueError."""
 
     def finite(text: str) -> float:
         number = float(text)
@@ -39,8 +40,9 @@ def strict_loads(body: bytes | str) -> Any:
         digits = len(text.lstrip("-"))
         return int(text) if digits <= sys.get_int_max_str_digits() else LongNumber(f"<a number of {digits} digits>")
 
+    strict = {} if non_finite else {"parse_float": finite, "parse_constant": constant}
     try:
-        return json.loads(body, parse_float=finite, parse_int=integer, parse_constant=constant)
+        return json.loads(body, parse_int=integer, **strict)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

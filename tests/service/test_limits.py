@@ -94,11 +94,18 @@ def test_a_number_of_5000_digits_is_refused_by_its_field(app_client):
     assert "5000 digits" in answer.text and len(answer.text) < 2000
 
 
-@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"prompt": "x", "seed": NaN}', b'{"prompt": 1e400}'])
-def test_json_too_deep_or_not_finite_is_bad_json(app_client, body):
+def test_json_nested_too_deep_is_bad_json(app_client):
+    body = b"[" * 100_000 + b"]" * 100_000
     answer = app_client.post("/v1/generate", content=body, headers={"content-type": "application/json"})
     assert answer.status_code == 422, answer.text[:300]
     assert answer.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize("body, field", [(b'{"prompt": "x", "seed": NaN}', "seed"), (b'{"prompt": 1e400}', "prompt"),
+                                         (b'{"prompt": "x", "guidance_scale": -Infinity}', "guidance_scale")])
+def test_numbers_json_has_no_value_for_are_refused_by_field(app_client, body, field):
+    answer = app_client.post("/v1/generate", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", field], answer.text
 
 
 def test_jina_posts_take_a_bounded_number_of_docs(app_client):
