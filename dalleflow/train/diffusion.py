@@ -261,8 +261,10 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
                  "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "curve": state["curve"]}
         if args.note:
             phase["note"] = args.note
+        # An export that trained nothing (its --init-from already holds this run's record) adds no phase.
+        phases = [*earlier_phases, phase] if state["step"] > phase_start["steps"] else earlier_phases
         (Path(args.export) / "training.json").write_text(json.dumps({
-            "steps": state["step"], "minutes": round(state["minutes"], 1), "phases": [*earlier_phases, phase],
+            "steps": state["step"], "minutes": round(state["minutes"], 1), "phases": phases,
             "curve_fields": CURVE_FIELDS}, indent=1) + "\n")
 
 
