@@ -31,6 +31,24 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def keyed_tiny_app(keys: list[str], tiny_diffusion, clip_folder: Path, store: Path):
+    """The real app with API keys on, over a flow of tiny models (the diffusion one in every image role)."""
+    from dalleflow.models.ranker import ClipRanker
+    from dalleflow.service.auth import ApiKeys
+    from dalleflow.service.flow import Flow
+    from dalleflow.service.http import create_app
+    from dalleflow.service.stages import LocalStage
+    from dalleflow.service.store import ImageStore
+
+    stage = LocalStage(tiny_diffusion)
+    app = create_app(api_keys=ApiKeys(keys))
+    app.state.flow = Flow(
+        generators={"diffusion": stage}, ranker=LocalStage(ClipRanker.from_pretrained(f"local-dir:{clip_folder}")),
+        refiner=stage, upscaler=stage, store=ImageStore(store),
+    )  # fmt: skip
+    return app
+
+
 @contextmanager
 def serve_in_thread(app) -> Iterator[str]:
     """An ASGI app on a real HTTP server in this process (uvicorn, in a thread); yields its base URL."""

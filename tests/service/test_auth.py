@@ -8,13 +8,8 @@ import pytest
 from dalleflow_client import Client
 from dalleflow_client.errors import RequestError
 
-from dalleflow.models.ranker import ClipRanker
 from dalleflow.service.auth import ApiKeys
-from dalleflow.service.flow import Flow
-from dalleflow.service.http import create_app
-from dalleflow.service.stages import LocalStage
-from dalleflow.service.store import ImageStore
-from tests.conftest import serve_in_thread
+from tests.conftest import keyed_tiny_app, serve_in_thread
 
 KEYS = ["first-key", "second-key"]
 PROMPT = "a red circle on the left on a white background"
@@ -22,12 +17,7 @@ PROMPT = "a red circle on the left on a white background"
 
 @pytest.fixture(scope="module")
 def keyed_url(tiny_diffusion, tiny_clip_folder, tmp_path_factory):
-    stage = LocalStage(tiny_diffusion)
-    app = create_app(api_keys=ApiKeys(KEYS))
-    app.state.flow = Flow(
-        generators={"diffusion": stage}, ranker=LocalStage(ClipRanker.from_pretrained(f"local-dir:{tiny_clip_folder[1]}")),
-        refiner=stage, upscaler=stage, store=ImageStore(tmp_path_factory.mktemp("store")),
-    )  # fmt: skip
+    app = keyed_tiny_app(KEYS, tiny_diffusion, tiny_clip_folder[1], tmp_path_factory.mktemp("store"))
     with serve_in_thread(app) as url:
         yield url
 

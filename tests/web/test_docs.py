@@ -13,13 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Page, expect
 
-from dalleflow.models.ranker import ClipRanker
-from dalleflow.service.auth import ApiKeys
-from dalleflow.service.flow import Flow
-from dalleflow.service.http import create_app
-from dalleflow.service.stages import LocalStage
-from dalleflow.service.store import ImageStore
-from tests.conftest import serve_in_thread
+from tests.conftest import keyed_tiny_app, serve_in_thread
 
 KEY = "docs-key"
 WAIT_MS = 60_000  # the Swagger UI bundle is 1.5 MB of JavaScript to parse on a busy CPU
@@ -27,12 +21,7 @@ WAIT_MS = 60_000  # the Swagger UI bundle is 1.5 MB of JavaScript to parse on a 
 
 @pytest.fixture(scope="module")
 def app_url(tiny_diffusion, tiny_clip_folder, tmp_path_factory):
-    stage = LocalStage(tiny_diffusion)
-    app = create_app(api_keys=ApiKeys([KEY]))
-    app.state.flow = Flow(
-        generators={"diffusion": stage}, ranker=LocalStage(ClipRanker.from_pretrained(f"local-dir:{tiny_clip_folder[1]}")),
-        refiner=stage, upscaler=stage, store=ImageStore(tmp_path_factory.mktemp("store")),
-    )  # fmt: skip
+    app = keyed_tiny_app([KEY], tiny_diffusion, tiny_clip_folder[1], tmp_path_factory.mktemp("store"))
     with serve_in_thread(app) as url:
         yield url
 
