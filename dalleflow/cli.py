@@ -30,6 +30,7 @@ from dalleflow.service.limits import LOOPBACK_NAMES
 from dalleflow.service.retention import Retention, prune, usage
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+ALL_INTERFACES = ("0.0.0.0", "::")  # bind addresses, not names a client can ask for
 
 # Package data, so an installed (not editable) dalleflow finds it wherever it runs from.
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "serve_config.yaml"
@@ -62,7 +63,7 @@ def _config_for(args: argparse.Namespace) -> tuple[Path, dict]:
         return path, config
     http["host"] = args.host or http.get("host", "127.0.0.1")
     http["port"] = args.port or http.get("port", 8000)
-    if args.host and args.host not in ("0.0.0.0", "::"):
+    if args.host and args.host not in ALL_INTERFACES:
         for app in config.get("applications", []):  # a keyless server answers to the name it binds
             limits = app.setdefault("args", {}).setdefault("http_limits", {})
             limits["allowed_hosts"] = [*limits.get("allowed_hosts", LOOPBACK_NAMES), args.host]
@@ -78,7 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
     config_path, config = _config_for(args)
     http = config["http_options"]
     host = http.get("host", "127.0.0.1")
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{http.get('port', 8000)}"
+    url = f"http://{'127.0.0.1' if host in ALL_INTERFACES else host}:{http.get('port', 8000)}"
     environment = {"RAY_USAGE_STATS_ENABLED": "0", **os.environ}
     if environment.get("RAY_AUTH_MODE", "").lower() == "disabled":
         print("dalleflow: RAY_AUTH_MODE=disabled: Ray's own ports, which listen on every interface, take "

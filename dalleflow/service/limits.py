@@ -24,6 +24,7 @@ import asyncio
 from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,13 +42,6 @@ class HttpLimits(BaseModel):
     allowed_hosts: list[str] = Field(
         list(LOOPBACK_NAMES), description="The names a keyless server answers to (Host header; '*.example.com' "
         "and '*' allowed). With API keys on, any name.")
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return None
 
 
 def app_path(scope: Scope) -> str:
@@ -86,7 +80,7 @@ class HostCheck:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        name = host_name(_header(scope, b"host") or "")
+        name = host_name(Headers(scope=scope).get("host") or "")
         if not is_allowed_host(name, self.allowed_hosts):
             detail = (f"Host {name!r} is not one of this server's names {list(self.allowed_hosts)}: add it to the "
                       "app config's allowed_hosts, or turn API keys on (a keyed server answers any name)")  # fmt: skip
@@ -138,7 +132,7 @@ class JsonOnlyWrites:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not is_json(_header(scope, b"content-type")):
+        if scope["type"] == "http" and scope["method"] == "POST" and not is_json(Headers(scope=scope).get("content-type")):
             detail = "Content-Type must be application/json"
             return await _answer(scope, receive, send, 415, detail, "unsupported_media_type")
         await self.app(scope, receive, send)
@@ -158,7 +152,7 @@ class BodyLimits:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         too_large = f"request body over the limit of {self.max_bytes} bytes"
-        declared = _header(scope, b"content-length")
+        declared = Headers(scope=scope).get("content-length")
         if declared is not None and (not declared.strip().isdigit() or int(declared) > self.max_bytes):
             return await _answer(scope, receive, send, 413, too_large, "body_too_large", {"connection": "close"})
         chunks: list[bytes] = []
