@@ -1,9 +1,12 @@
-"""Training time that survives resumes and leaves out evaluation, shared by every trainer."""
+"""Training time that survives resumes and leaves out evaluation, and a clean stop on a signal, shared by every trainer."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -30,3 +33,16 @@ class TrainingClock:
         save()
         self.last_checkpoint = time.time()
         self.started += self.last_checkpoint - evaluation_started
+
+
+@contextlib.contextmanager
+def stop_on_signal() -> Iterator[threading.Event]:
+    """An event set on SIGTERM or SIGINT, so a stopped run ends at a step boundary with
+    its checkpoint and export written (preemptible machines, a session's end)."""
+    event = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: event.set()) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield event
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

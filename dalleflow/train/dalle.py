@@ -33,8 +33,7 @@ from dalleflow.models.dalle.vqgan import encode_tokens
 from dalleflow.models.diffusion.text_encoder import shapes_vocab
 from dalleflow.shapes import SceneSampler, render_scene
 from dalleflow.train import jax_checkpoint
-from dalleflow.train.clock import TrainingClock
-from dalleflow.train.diffusion import stop_on_signal
+from dalleflow.train.clock import TrainingClock, stop_on_signal
 from dalleflow.train.vqgan import load_params
 
 CAPTION_DROPOUT = 0.1

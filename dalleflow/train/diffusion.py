@@ -17,14 +17,11 @@ the exact commands that made it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import shlex
 import sys
-import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +34,7 @@ from dalleflow.models.contract import Sampling
 from dalleflow.models.diffusion.pixel_space import CoordinateUNet, PixelSpace, build_unet, noise_schedule
 from dalleflow.shapes import SceneSampler, render_scene
 from dalleflow.train.checkpoint import LEGACY, load_checkpoint, save_checkpoint
-from dalleflow.train.clock import TrainingClock
+from dalleflow.train.clock import TrainingClock, stop_on_signal
 
 CAPTION_DROPOUT = 0.1
 
@@ -67,19 +64,6 @@ def evaluate(model: ShapesDiffusion, prompt_count: int, steps: int, guidance: fl
         images = model.generate(captions, [0] * len(captions), Sampling(num_inference_steps=steps, guidance_scale=guidance))
         result[split] = float(np.mean([bool(judge(im, c)) for im, c in zip(images, captions)]))
     return result
-
-
-@contextlib.contextmanager
-def stop_on_signal() -> Iterator[threading.Event]:
-    """An event set on SIGTERM or SIGINT, so a stopped run ends at a step boundary with
-    its checkpoint and export written (preemptible machines, a session's end)."""
-    event = threading.Event()
-    previous = {signum: signal.signal(signum, lambda *_: event.set()) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield event
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 CURVE_FIELDS = ("oracle acceptance of one image per prompt (64 fixed prompts per split, 20 steps, guidance 3) "

@@ -1,12 +1,23 @@
 """Train the shapes-world CLIP ranker (the embedded default).
 
-    dalleflow train ranker --out runs/ranker --minutes 20
+    dalleflow train ranker --out runs/ranker --minutes 25
 
 An open_clip model of the project's own config (dalleflow/models/ranker/configs/
 shapes-clip.json) trained contrastively on the train split, with one hard
-negative caption per image: the same caption with one field changed (colour,
-shape, position or background). Without them CLIP learns colours and ignores
-shape and place, which is exactly what ranking candidates needs to see.
+negative per image: the same caption with one field changed (colour, shape,
+position or background). Without them CLIP learns colours and ignores shape
+and place, which is exactly what ranking candidates needs to see.
+
+--image-negatives also renders each negative caption, so a caption must choose
+its own image over the image of its near miss: ranking is exactly that choice
+(candidates of one prompt that differ in one object's colour, shape or place),
+and text-side negatives alone never ask it. --noise adds pixel noise to the
+training images, as generated candidates are not clean renders.
+
+The run checkpoints to --out every --checkpoint-minutes and resumes from it when
+rerun; SIGTERM or SIGINT stops it at a step boundary with its checkpoint and
+export written. --init-from continues from a shipped folder, and the exported
+training.json lists every phase (with its command) that made the weights.
 """
 
 from __future__ import annotations
@@ -14,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import time
+import shlex
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +39,12 @@ from dalleflow.models.ranker.clip import ClipRanker, create_untrained, model_con
 from dalleflow.shapes import SceneSampler, render_scene
 from dalleflow.shapes.evaluate import retrieval_top1
 from dalleflow.shapes.scene import FIELDS, caption_of, change_one_field
+from dalleflow.train.checkpoint import load_checkpoint, save_checkpoint
+from dalleflow.train.clock import TrainingClock, stop_on_signal
 
 CONFIG_NAME = "shapes-clip"
+WARMUP_STEPS = 200
+CURVE_FIELDS = "caption retrieval top-1 of 100 rendered images (2 trials per split) against training minutes in total"
 
 
 def normalise(images: np.ndarray) -> torch.Tensor:
@@ -37,45 +54,127 @@ def normalise(images: np.ndarray) -> torch.Tensor:
     return (tensor - mean) / std
 
 
+class Batches:
+    """Scenes of the train split with one near-miss caption each and, on request, its rendering."""
+
+    def __init__(self, seed: int, batch_size: int, image_negatives: bool, noise: float):
+        self.sampler = SceneSampler("train", seed=seed)
+        self.rng = random.Random(seed + 1)
+        self.batch_size = batch_size
+        self.image_negatives = image_negatives
+        self.noise = noise
+
+    def next(self) -> tuple[torch.Tensor, list[str], torch.Tensor | None, list[str]]:
+        scenes = [self.sampler.sample() for _ in range(self.batch_size)]
+        negative_specs = [change_one_field(s.spec, self.rng.choice(FIELDS), self.rng, allow_held_out=False) for s in scenes]
+        images = self._pixels([render_scene(s) for s in scenes])
+        negative_images = None
+        if self.image_negatives:
+            negative_images = self._pixels([render_scene(self.sampler.scene_for(spec)) for spec in negative_specs])
+        return images, [s.caption for s in scenes], negative_images, [caption_of(spec) for spec in negative_specs]
+
+    def _pixels(self, rendered: list[np.ndarray]) -> torch.Tensor:
+        tensor = normalise(np.stack(rendered))
+        if self.noise > 0:
+            # A noise level per image, from clean to --noise, so clean renders stay in the data.
+            levels = torch.rand(len(rendered), 1, 1, 1) * self.noise
+            tensor = tensor + levels * torch.randn_like(tensor) / torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+        return tensor
+
+    def rng_state(self) -> list:
+        return [self.sampler.rng.getstate(), self.rng.getstate()]
+
+    def set_rng_state(self, states: list) -> None:
+        # JSON turns the tuples of random.getstate() into lists; random wants them back as tuples.
+        for rng, state in zip((self.sampler.rng, self.rng), states):
+            rng.setstate(_as_tuples(state))
+
+
+def _as_tuples(value):
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def contrastive_loss(model, tokenizer, images, captions, negative_images, negative_captions) -> torch.Tensor:
+    """CLIP's symmetric loss where each image also chooses against its near-miss caption and,
+    with negative images, each caption against the image of its near miss (a pair of its own)."""
+    if negative_images is not None:
+        images = torch.cat([images, negative_images])
+        captions = captions + negative_captions
+        negative_captions = []
+    image_features = F.normalize(model.encode_image(images), dim=-1)
+    text_features = F.normalize(model.encode_text(tokenizer(captions + negative_captions)), dim=-1)
+    logits = model.logit_scale.exp() * image_features @ text_features.T
+    labels = torch.arange(len(images))
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, : len(images)].T, labels)) / 2
+
+
+def evaluate(model, tokenizer) -> dict[str, float]:
+    model.eval()
+    ranker = ClipRanker(model, open_clip.image_transform(model.visual.image_size, is_train=False), tokenizer, CONFIG_NAME)
+    point = {"seen": retrieval_top1(ranker.similarity, "train", trials=2),
+             "held_out": retrieval_top1(ranker.similarity, "held_out", trials=2)}
+    model.train()
+    return point
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/ranker")
-    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--out", default="runs/ranker", help="checkpoint folder (resumed when present)")
+    parser.add_argument("--minutes", type=float, default=20.0, help="stop after this much training time in total")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    parser.add_argument("--image-negatives", action="store_true", help="render each near-miss caption as a negative image")
+    parser.add_argument("--noise", type=float, default=0.0, help="largest std of pixel noise added to training images (0-1 scale)")
+    parser.add_argument("--init-from", default=None, help="start from a local-dir folder (e.g. the shipped weights)")
     parser.add_argument("--export", default=None, help="write the model as a local-dir folder here")
+    parser.add_argument("--note", default=None, help="kept with this phase in the exported training.json")
     args = parser.parse_args(argv)
+    args.command = "dalleflow train ranker " + shlex.join(sys.argv[1:] if argv is None else argv)
+    with stop_on_signal() as stop:
+        train(args, stop)
 
+
+def train(args: argparse.Namespace, stop: threading.Event) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = create_untrained(CONFIG_NAME)
     tokenizer = open_clip.get_tokenizer(CONFIG_NAME)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
-    sampler = SceneSampler("train", seed=args.seed)
-    started, step, curve = time.time(), 0, []
-    model.train()
-    while (minutes := (time.time() - started) / 60) < args.minutes:
-        scenes = [sampler.sample() for _ in range(args.batch_size)]
-        images = normalise(np.stack([render_scene(s) for s in scenes]))
-        captions = [s.caption for s in scenes]
-        negatives = [
-            caption_of(change_one_field(s.spec, rng.choice(FIELDS), rng, allow_held_out=False)) for s in scenes
-        ]
-        image_features = F.normalize(model.encode_image(images), dim=-1)
-        text_features = F.normalize(model.encode_text(tokenizer(captions + negatives)), dim=-1)
-        logits = model.logit_scale.exp() * image_features @ text_features.T
-        labels = torch.arange(len(scenes))
-        # Images choose among all captions (hard negatives included); captions among images.
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, : len(scenes)].T, labels)) / 2
+    batches = Batches(args.seed, args.batch_size, args.image_negatives, args.noise)
+    state = {"step": 0, "minutes": 0.0, "curve": []}
+    earlier_phases: list[dict] = []
+    if args.init_from:
+        shipped = ClipRanker.from_pretrained(f"local-dir:{args.init_from}").model
+        model.load_state_dict(shipped.state_dict())
+        earlier_phases = _phases_of(Path(args.init_from) / "training.json")
+    phase_start = {"steps": sum(p["stopped_at"]["steps"] for p in earlier_phases),
+                   "minutes": sum(p["stopped_at"]["minutes"] for p in earlier_phases)}
 
-        # Cosine decay over the time budget, after a short warmup.
-        progress = minutes / args.minutes
-        lr = args.lr * min(1.0, (step + 1) / 200) * 0.5 * (1 + np.cos(np.pi * progress))
+    saved = load_checkpoint(out)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        torch.set_rng_state(saved["torch_rng"])
+        batches.set_rng_state(saved["data_rng"])
+        print(f"resumed at step {state['step']} ({state['minutes']:.1f} min)", flush=True)
+
+    def save() -> None:
+        save_checkpoint(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+                              "torch_rng": torch.get_rng_state(), "data_rng": batches.rng_state()})
+
+    model.train()
+    clock = TrainingClock(state, args.checkpoint_minutes)
+    while state["minutes"] < args.minutes and not stop.is_set():
+        loss = contrastive_loss(model, tokenizer, *batches.next())
+        # Cosine decay over this run's time budget, after a short warmup.
+        progress = min(1.0, state["minutes"] / args.minutes)
+        lr = args.lr * min(1.0, (state["step"] + 1) / WARMUP_STEPS) * 0.5 * (1 + np.cos(np.pi * progress))
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
@@ -83,35 +182,43 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, np.log(100))
-        step += 1
-        if step % 100 == 0:
-            print(f"step {step} min {minutes:.1f} loss {loss.item():.4f}", flush=True)
-        if step % 1000 == 0:
-            model.eval()
-            ranker = ClipRanker(model, _eval_preprocess(model), tokenizer, CONFIG_NAME)
-            point = {"step": step, "minutes": round(minutes, 1),
-                     "seen": retrieval_top1(ranker.similarity, "train", trials=2),
-                     "held_out": retrieval_top1(ranker.similarity, "held_out", trials=2)}
-            curve.append(point)
-            print(f"eval {point}", flush=True)
-            model.train()
-            save_local_dir(model, model_config(CONFIG_NAME), out / "model")
+        state["step"] += 1
+        clock.tick()
+        if state["step"] % 100 == 0:
+            print(f"step {state['step']} min {state['minutes']:.1f} loss {loss.item():.4f}", flush=True)
+        clock.checkpoint_if_due(lambda: evaluate(model, tokenizer), save)
 
+    if stop.is_set():
+        print(f"stopped by a signal at step {state['step']}: checkpoint saved, rerun the command to resume", flush=True)
+    save()
     model.eval()
     save_local_dir(model, model_config(CONFIG_NAME), out / "model")
     ranker = ClipRanker.from_pretrained(f"local-dir:{out / 'model'}")
     final = {"seen": retrieval_top1(ranker.similarity, "train"), "held_out": retrieval_top1(ranker.similarity, "held_out")}
     print(f"final retrieval top-1 of 100: {final}", flush=True)
-    record = {"steps": step, "minutes": round((time.time() - started) / 60, 1), "batch_size": args.batch_size,
-              "lr": args.lr, "seed": args.seed, "curve": curve, "retrieval_top1_of_100": final}
-    (out / "training.json").write_text(json.dumps(record, indent=1))
+    phase = {"command": args.command, "stopped_at": {"steps": state["step"], "minutes": round(state["minutes"], 1)},
+             "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "image_negatives": args.image_negatives, "noise": args.noise, "curve": state["curve"]}
+    if args.note:
+        phase["note"] = args.note
+    phases = [*earlier_phases, phase]
+    record = {"steps": phase_start["steps"] + state["step"], "minutes": round(phase_start["minutes"] + state["minutes"], 1),
+              "phases": phases, "curve_fields": CURVE_FIELDS, "retrieval_top1_of_100": final}
+    (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     if args.export:
         save_local_dir(model, model_config(CONFIG_NAME), args.export)
-        (Path(args.export) / "training.json").write_text(json.dumps(record, indent=1))
+        (Path(args.export) / "training.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
-def _eval_preprocess(model):
-    return open_clip.image_transform(model.visual.image_size, is_train=False)
+def _phases_of(record_file: Path) -> list[dict]:
+    """The phases that made a shipped folder; a record from before phases were kept is one phase."""
+    if not record_file.exists():
+        return []
+    record = json.loads(record_file.read_text())
+    if "phases" in record:
+        return record["phases"]
+    return [{"stopped_at": {"steps": record["steps"], "minutes": record["minutes"]},
+             **{key: record[key] for key in ("batch_size", "lr", "seed", "curve") if key in record}}]
 
 
 if __name__ == "__main__":

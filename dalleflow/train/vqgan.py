@@ -35,8 +35,7 @@ from dalleflow.models.dalle.config import VQGANConfig
 from dalleflow.models.dalle.vqgan import GN_GROUPS, VQGANDecoder, decode_tokens, encode_tokens, encoder, decoder, init_params, nearest_codes
 from dalleflow.shapes import SceneSampler, render_scene
 from dalleflow.train import jax_checkpoint
-from dalleflow.train.clock import TrainingClock
-from dalleflow.train.diffusion import stop_on_signal
+from dalleflow.train.clock import TrainingClock, stop_on_signal
 
 SHAPES_VQGAN = VQGANConfig(
     ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), resolution=32,

@@ -87,6 +87,23 @@ def test_ranker_training_exports_a_local_dir(tmp_path):
     assert len(ClipRanker.from_pretrained(f"local-dir:{tmp_path / 'model'}").score("a red circle on the left on a white background", [])) == 0
 
 
+def test_ranker_training_resumes_and_a_phase_from_shipped_weights_keeps_the_record(tmp_path, capsys):
+    first = ["--out", str(tmp_path / "run"), "--batch-size", "4", "--export", str(tmp_path / "model")]
+    ranker.main([*first, "--minutes", "0.02"])
+    steps = json.loads((tmp_path / "model" / "training.json").read_text())["steps"]
+    ranker.main([*first, "--minutes", "0.04"])  # the same run, longer: it resumes
+    assert f"resumed at step {steps} " in capsys.readouterr().out
+    first_record = json.loads((tmp_path / "model" / "training.json").read_text())
+    assert first_record["steps"] > steps and len(first_record["phases"]) == 1
+
+    ranker.main(["--out", str(tmp_path / "phase2"), "--batch-size", "4", "--minutes", "0.02", "--image-negatives",
+                 "--noise", "0.05", "--init-from", str(tmp_path / "model"), "--export", str(tmp_path / "model2")])  # fmt: skip
+    record = json.loads((tmp_path / "model2" / "training.json").read_text())
+    assert [phase["image_negatives"] for phase in record["phases"]] == [False, True]
+    assert record["phases"][0] == first_record["phases"][0]
+    assert record["steps"] == first_record["steps"] + record["phases"][1]["stopped_at"]["steps"]
+
+
 def test_diffusion_training_stopped_by_sigterm_saves_and_exports(tmp_path):
     command = [sys.executable, "-m", "dalleflow.train.diffusion", "--out", str(tmp_path / "run"), "--batch-size", "2",
                "--threads", "1", "--checkpoint-minutes", "1000", "--export", str(tmp_path / "model")]
