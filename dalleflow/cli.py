@@ -27,6 +27,7 @@ import yaml
 from dalleflow_client.cli import add_client_commands
 
 from dalleflow.service.limits import LOOPBACK_NAMES
+from dalleflow.service.proxy_limits import with_proxy_limits
 from dalleflow.service.retention import Retention, prune, usage
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -80,7 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
     http = config["http_options"]
     host = http.get("host", "127.0.0.1")
     url = f"http://{'127.0.0.1' if host in ALL_INTERFACES else host}:{http.get('port', 8000)}"
-    environment = {"RAY_USAGE_STATS_ENABLED": "0", **os.environ}
+    environment = with_proxy_limits({"RAY_USAGE_STATS_ENABLED": "0", **os.environ})
     if environment.get("RAY_AUTH_MODE", "").lower() == "disabled":
         print("dalleflow: RAY_AUTH_MODE=disabled: Ray's own ports, which listen on every interface, take "
               "anyone's calls; unset it to keep Ray's token authentication", file=sys.stderr)  # fmt: skip

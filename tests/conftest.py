@@ -20,9 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from dalleflow.service.proxy_limits import with_proxy_limits
+
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The Ray the tests start applies the body limits in Serve's proxy, as `dalleflow serve`'s does.
+os.environ.update(with_proxy_limits(dict(os.environ)))
 
 
 def _free_port() -> int:

@@ -18,7 +18,10 @@ import httpx
 import psutil
 import pytest
 
+from dalleflow.service.limits import MAX_BODY_BYTES
+from dalleflow.service.proxy_limits import CALLBACK_VARIABLE
 from tests.conftest import REPO, _free_port
+from tests.deployments.test_limits import chunked_upload
 
 BIN = Path(sys.executable).parent
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -42,7 +45,9 @@ def test_dalleflow_serve_serves_the_embedded_default_and_a_signal_stops_all_it_s
     environment = {**os.environ, "DALLEFLOW_STORE": str(tmp_path / "store"), "TMPDIR": str(tmp_path / "tmp"),
                    # Its own Ray, apart from the test session's (a short path: Ray's socket names).
                    "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-", dir=os.environ.get("DALLEFLOW_TEST_TMP", "/tmp"))}
-    environment.pop("RAY_AUTH_MODE", None)  # as on a user's machine: the test session's own Ray turns it off
+    # As on a user's machine: the test session's own Ray turns token auth off and sets the proxy's limits.
+    for variable in ("RAY_AUTH_MODE", CALLBACK_VARIABLE):
+        environment.pop(variable, None)
     keyed = stop == signal.SIGKILL  # served as the README's keys section serves it
     if keyed:
         environment |= dict([readme_block("DALLEFLOW_API_KEYS=").split(" ", 1)[0].split("=", 1)])
@@ -68,6 +73,9 @@ def test_dalleflow_serve_serves_the_embedded_default_and_a_signal_stops_all_it_s
                                                         "num_images": 1, "seed": 1}, headers=headers, timeout=120)  # fmt: skip
         assert answer.status_code == 200, answer.text
         assert {c["generator"] for c in answer.json()["candidates"]} == {"diffusion", "dalle"}
+        # Serve's proxy applies the body limits itself (service/proxy_limits.py): 50 MB sent at full speed is not read.
+        sent, status = chunked_upload(url, 50 << 20, "".join(f"{k}: {v}\r\n" for k, v in headers.items()))
+        assert status == 413 and sent < MAX_BODY_BYTES + (16 << 20), (status, sent >> 20)
 
         if keyed:
             assert httpx.post(f"{url}/v1/generate", json={"prompt": "a red circle"}, timeout=30).status_code == 401

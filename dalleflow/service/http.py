@@ -16,7 +16,6 @@ from typing import Any
 
 import fastapi_offline
 from dalleflow_client.schemas import (
-    MAX_IMAGE_BASE64_CHARS,
     NDJSON,
     ErrorEvent,
     GenerateRequest,
@@ -42,12 +41,19 @@ from dalleflow.service.auth import INVALID_CHALLENGE, ApiKeys
 from dalleflow.service.errors import ServiceError
 from dalleflow.service.flow import Flow
 from dalleflow.service.jobs import JobManager
-from dalleflow.service.limits import Admission, BodyLimits, HostCheck, HttpLimits, JsonOnlyWrites, SecurityHeaders, app_path
+from dalleflow.service.limits import (
+    MAX_BODY_BYTES,
+    Admission,
+    BodyLimits,
+    HostCheck,
+    HttpLimits,
+    JsonOnlyWrites,
+    SecurityHeaders,
+    app_path,
+)
 from dalleflow.service.safe_json import SafeJSONResponse, strict_loads
 from dalleflow.web import STATIC_DIR
 
-# The largest body a route accepts: one base64 image and a few small fields.
-MAX_BODY_BYTES = MAX_IMAGE_BASE64_CHARS + 64_000
 # The routes that run models, which Admission bounds.
 MODEL_ROUTES = ("/v1/generate", "/v1/refine", "/v1/diffuse", "/v1/upscale", "/post")
 

@@ -55,7 +55,7 @@ def test_an_api_route_without_a_right_key_answers_401_with_a_challenge(keyed_url
 
 
 def test_the_key_is_checked_before_the_body_limit(keyed_url):
-    from dalleflow.service.http import MAX_BODY_BYTES
+    from dalleflow.service.limits import MAX_BODY_BYTES
 
     too_large = b"x" * (MAX_BODY_BYTES + 1)
     json_type = {"content-type": "application/json"}

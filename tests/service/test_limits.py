@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from starlette.responses import PlainTextResponse
 
 from dalleflow.service.auth import ApiKeys
-from dalleflow.service.http import MAX_BODY_BYTES, create_app
+from dalleflow.service.http import create_app
+from dalleflow.service.limits import MAX_BODY_BYTES
 from dalleflow.service.limits import Admission, HttpLimits, host_name, is_allowed_host
 from tests.conftest import serve_in_thread
 
