@@ -256,3 +256,12 @@ def test_the_install_size_the_readme_gives_is_the_one_bench_install_size_wrote()
     measured = json.loads((Path(__file__).resolve().parent.parent / "bench" / "results" / "install_size.json").read_text())
     setup = README.split("## Two commands for a fresh machine", 1)[1].split("\n## ", 1)[0]
     assert re.findall(r"(\d+\.\d+) GB", setup) == [f"{measured['server_install_gb']:.1f}", f"{measured['test_install_gb']:.1f}"]
+
+
+def test_every_results_file_records_its_making():
+    import json
+
+    for path in sorted((Path(__file__).resolve().parent.parent / "bench" / "results").glob("*.json")):
+        record = json.loads(path.read_text())
+        missing = [key for key in ("command", "machine", "commit", "date") if not record.get(key)]
+        assert missing == [], f"{path.name} does not record its {missing}"
