@@ -5,7 +5,7 @@
     dalleflow refine IMAGE_ID --prompt "..." --skip-rate 0.5
     dalleflow upscale IMAGE_ID --out final.png
     dalleflow interactive "..."          # generate -> pick -> refine -> upscale, asked in the terminal
-    dalleflow train diffusion|ranker|vqgan|dalle ...  # reproduce the embedded weights
+    dalleflow train diffusion|ranker|vqgan|dalle|upscaler ...  # reproduce the embedded weights
 
 generate, refine, upscale, jobs and interactive are the client's commands (dalleflow_client.cli).
 """
@@ -119,6 +119,7 @@ TRAINERS = {
     "ranker": "dalleflow.train.ranker",
     "vqgan": "dalleflow.train.vqgan",
     "dalle": "dalleflow.train.dalle",
+    "upscaler": "dalleflow.train.upscaler",
 }
 
 

@@ -23,6 +23,7 @@ training.json lists every phase (with its command) that made the weights.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import shlex
@@ -34,11 +35,13 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from dalleflow.models.ranker.clip import ClipRanker, create_untrained, model_config, save_local_dir
-from dalleflow.shapes import SceneSampler, render_scene
+from dalleflow.shapes import SceneSampler, render_scene, world
+from dalleflow.shapes.render import object_mask
 from dalleflow.shapes.evaluate import retrieval_top1
-from dalleflow.shapes.scene import FIELDS, caption_of, change_one_field
+from dalleflow.shapes.scene import FIELDS, Scene, caption_of, change_one_field
 from dalleflow.train.checkpoint import load_checkpoint, save_checkpoint
 from dalleflow.train.clock import TrainingClock, stop_on_signal
 
@@ -57,21 +60,79 @@ def normalise(images: np.ndarray) -> torch.Tensor:
 class Batches:
     """Scenes of the train split with one near-miss caption each and, on request, its rendering."""
 
-    def __init__(self, seed: int, batch_size: int, image_negatives: bool, noise: float):
+    def __init__(self, seed: int, batch_size: int, image_negatives: bool, noise: float, size_negatives: float = 0.0,
+                 malformed_negatives: float = 0.0):
         self.sampler = SceneSampler("train", seed=seed)
         self.rng = random.Random(seed + 1)
         self.batch_size = batch_size
         self.image_negatives = image_negatives
         self.noise = noise
+        self.size_negatives = size_negatives
+        self.malformed_negatives = malformed_negatives
 
-    def next(self) -> tuple[torch.Tensor, list[str], torch.Tensor | None, list[str]]:
+    def next(self) -> Batch:
         scenes = [self.sampler.sample() for _ in range(self.batch_size)]
         negative_specs = [change_one_field(s.spec, self.rng.choice(FIELDS), self.rng, allow_held_out=False) for s in scenes]
-        images = self._pixels([render_scene(s) for s in scenes])
-        negative_images = None
+        batch = Batch(self._pixels([render_scene(s) for s in scenes]), [s.caption for s in scenes],
+                      negative_captions=[caption_of(spec) for spec in negative_specs])  # fmt: skip
         if self.image_negatives:
-            negative_images = self._pixels([render_scene(self.sampler.scene_for(spec)) for spec in negative_specs])
-        return images, [s.caption for s in scenes], negative_images, [caption_of(spec) for spec in negative_specs]
+            negatives, batch.matched = [], []
+            for scene, spec in zip(scenes, negative_specs):
+                draw = self.rng.random()
+                if draw < self.size_negatives:
+                    negatives.append(render_scene(self._missized(scene)))
+                    batch.matched.append(False)
+                elif draw < self.size_negatives + self.malformed_negatives:
+                    negatives.append(self._malformed(scene))
+                    batch.matched.append(False)
+                else:
+                    negatives.append(render_scene(self.sampler.scene_for(spec)))
+                    batch.matched.append(True)
+            batch.negative_images = self._pixels(negatives)
+        return batch
+
+    def _missized(self, scene: Scene) -> Scene:
+        """The scene with one object too small or too big for the world (no caption says such an image)."""
+        side = scene.canvas_size
+        index = self.rng.randrange(len(scene.objects))
+        low, high = self.rng.choice([(0.12, 0.2), (0.56, 0.66)])
+        size = round(self.rng.uniform(low, high) * side)
+        obj = scene.objects[index]
+        centre = [min(max(c, size / 2), side - size / 2) for c in (obj.centre_x, obj.centre_y)]
+        objects = list(scene.objects)
+        objects[index] = dataclasses.replace(obj, size=size, centre_x=centre[0], centre_y=centre[1])
+        return dataclasses.replace(scene, objects=tuple(objects))
+
+    def _malformed(self, scene: Scene) -> np.ndarray:
+        """The scene with one object's outline none of the world's shapes: squashed, or hollow (a
+        square or circle) or upside down (a triangle): what a generator draws when it half-knows a shape."""
+        side = scene.canvas_size
+        index = self.rng.randrange(len(scene.objects))
+        obj = scene.objects[index]
+        others = dataclasses.replace(scene, objects=scene.objects[:index] + scene.objects[index + 1 :])
+        image = render_scene(others)
+        mask = object_mask(obj, side)
+        # A hollow triangle still passes for one (a triangle's fill is low anyway): it is turned over instead.
+        kind = self.rng.choice(["squashed", "upside down" if obj.shape == "triangle" else "hollow"])
+        if kind == "squashed":
+            factor = self.rng.uniform(1.6, 2.0)
+            ys, xs = np.mgrid[0:side, 0:side] + 0.5
+            # Squashed along one axis, about its centre: it stays on the canvas, its aspect 1.6-2.
+            if self.rng.random() < 0.5:
+                xs = (xs - obj.centre_x) * factor + obj.centre_x
+            else:
+                ys = (ys - obj.centre_y) * factor + obj.centre_y
+            cols, rows = np.floor(xs).astype(int), np.floor(ys).astype(int)
+            inside = (cols >= 0) & (cols < side) & (rows >= 0) & (rows < side)
+            mask = mask[rows.clip(0, side - 1), cols.clip(0, side - 1)] & inside
+        elif kind == "hollow":
+            mask = mask & ~ndimage.binary_erosion(mask, iterations=self.rng.choice([1, 2]))
+        else:
+            rows = np.nonzero(mask.any(axis=1))[0]
+            mask = mask.copy()
+            mask[rows.min() : rows.max() + 1] = mask[rows.min() : rows.max() + 1][::-1]
+        image[mask] = world.COLOURS[obj.colour]
+        return image
 
     def _pixels(self, rendered: list[np.ndarray]) -> torch.Tensor:
         tensor = normalise(np.stack(rendered))
@@ -85,27 +146,36 @@ class Batches:
         return [self.sampler.rng.getstate(), self.rng.getstate()]
 
     def set_rng_state(self, states: list) -> None:
-        # JSON turns the tuples of random.getstate() into lists; random wants them back as tuples.
         for rng, state in zip((self.sampler.rng, self.rng), states):
-            rng.setstate(_as_tuples(state))
+            rng.setstate(state)
 
 
-def _as_tuples(value):
-    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+@dataclasses.dataclass
+class Batch:
+    images: torch.Tensor
+    captions: list[str]
+    negative_captions: list[str]  # each image's near-miss caption
+    negative_images: torch.Tensor | None = None  # each caption's near-miss image
+    matched: list[bool] | None = None  # whether negative image i is what negative caption i says
 
 
-def contrastive_loss(model, tokenizer, images, captions, negative_images, negative_captions) -> torch.Tensor:
-    """CLIP's symmetric loss where each image also chooses against its near-miss caption and,
-    with negative images, each caption against the image of its near miss (a pair of its own)."""
-    if negative_images is not None:
-        images = torch.cat([images, negative_images])
-        captions = captions + negative_captions
-        negative_captions = []
+def contrastive_loss(model, tokenizer, batch: Batch) -> torch.Tensor:
+    """CLIP's symmetric loss, each image also choosing against its near-miss caption and, with
+    negative images, each caption against the image of its near miss. A negative image with its
+    own caption is a pair of its own; one that no caption says (a mis-sized object) only ever
+    loses, as does the caption beside it."""
+    count = len(batch.captions)
+    images, matched = batch.images, [True] * count
+    if batch.negative_images is not None:
+        images = torch.cat([images, batch.negative_images])
+        matched += batch.matched
     image_features = F.normalize(model.encode_image(images), dim=-1)
-    text_features = F.normalize(model.encode_text(tokenizer(captions + negative_captions)), dim=-1)
+    text_features = F.normalize(model.encode_text(tokenizer(batch.captions + batch.negative_captions)), dim=-1)
     logits = model.logit_scale.exp() * image_features @ text_features.T
-    labels = torch.arange(len(images))
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, : len(images)].T, labels)) / 2
+    rows = torch.tensor([i for i, pair in enumerate(matched) if pair])  # pairs: image i with caption i
+    image_to_text = F.cross_entropy(logits[rows], rows)
+    text_to_image = F.cross_entropy(logits[:, rows].T, rows)
+    return (image_to_text + text_to_image) / 2
 
 
 def evaluate(model, tokenizer) -> dict[str, float]:
@@ -127,6 +197,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0)
     parser.add_argument("--image-negatives", action="store_true", help="render each near-miss caption as a negative image")
+    parser.add_argument("--size-negatives", type=float, default=0.0,
+                        help="with --image-negatives, the share of them that are the image with one object mis-sized")
+    parser.add_argument("--malformed-negatives", type=float, default=0.0,
+                        help="with --image-negatives, the share of them with one object's outline none of the world's shapes")
     parser.add_argument("--noise", type=float, default=0.0, help="largest std of pixel noise added to training images (0-1 scale)")
     parser.add_argument("--init-from", default=None, help="start from a local-dir folder (e.g. the shipped weights)")
     parser.add_argument("--export", default=None, help="write the model as a local-dir folder here")
@@ -145,7 +219,8 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     model = create_untrained(CONFIG_NAME)
     tokenizer = open_clip.get_tokenizer(CONFIG_NAME)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
-    batches = Batches(args.seed, args.batch_size, args.image_negatives, args.noise)
+    batches = Batches(args.seed, args.batch_size, args.image_negatives, args.noise, args.size_negatives,
+                      args.malformed_negatives)
     state = {"step": 0, "minutes": 0.0, "curve": []}
     earlier_phases: list[dict] = []
     if args.init_from:
@@ -171,7 +246,7 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     model.train()
     clock = TrainingClock(state, args.checkpoint_minutes)
     while state["minutes"] < args.minutes and not stop.is_set():
-        loss = contrastive_loss(model, tokenizer, *batches.next())
+        loss = contrastive_loss(model, tokenizer, batches.next())
         # Cosine decay over this run's time budget, after a short warmup.
         progress = min(1.0, state["minutes"] / args.minutes)
         lr = args.lr * min(1.0, (state["step"] + 1) / WARMUP_STEPS) * 0.5 * (1 + np.cos(np.pi * progress))
@@ -198,7 +273,9 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     print(f"final retrieval top-1 of 100: {final}", flush=True)
     phase = {"command": args.command, "stopped_at": {"steps": state["step"], "minutes": round(state["minutes"], 1)},
              "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-             "image_negatives": args.image_negatives, "noise": args.noise, "curve": state["curve"]}
+             "image_negatives": args.image_negatives, "size_negatives": args.size_negatives,
+             "malformed_negatives": args.malformed_negatives, "noise": args.noise,
+             "curve": state["curve"]}
     if args.note:
         phase["note"] = args.note
     phases = [*earlier_phases, phase]

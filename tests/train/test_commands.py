@@ -11,7 +11,7 @@ import torch
 from dalleflow.models.contract import Sampling
 from dalleflow.models.diffusion import ShapesDiffusion
 from dalleflow.models.ranker import ClipRanker
-from dalleflow.train import diffusion, ranker
+from dalleflow.train import diffusion, ranker, upscaler
 from dalleflow.train.checkpoint import convert_legacy, load_checkpoint, save_checkpoint
 
 
@@ -97,7 +97,8 @@ def test_ranker_training_resumes_and_a_phase_from_shipped_weights_keeps_the_reco
     assert first_record["steps"] > steps and len(first_record["phases"]) == 1
 
     ranker.main(["--out", str(tmp_path / "phase2"), "--batch-size", "4", "--minutes", "0.02", "--image-negatives",
-                 "--noise", "0.05", "--init-from", str(tmp_path / "model"), "--export", str(tmp_path / "model2")])  # fmt: skip
+                 "--size-negatives", "0.5", "--noise", "0.05", "--init-from", str(tmp_path / "model"),
+                 "--export", str(tmp_path / "model2")])  # fmt: skip
     record = json.loads((tmp_path / "model2" / "training.json").read_text())
     assert [phase["image_negatives"] for phase in record["phases"]] == [False, True]
     assert record["phases"][0] == first_record["phases"][0]
@@ -118,3 +119,45 @@ def test_diffusion_training_stopped_by_sigterm_saves_and_exports(tmp_path):
     steps = load_checkpoint(tmp_path / "run")["state"]["step"]
     assert steps >= 100
     assert json.loads((tmp_path / "model" / "training.json").read_text())["steps"] == steps
+
+
+def test_upscaler_training_exports_a_file_spandrel_serves_and_resumes(tmp_path, capsys):
+    from dalleflow.models.factory import create_model
+    from dalleflow.shapes import render_caption
+
+    command = ["--out", str(tmp_path / "run"), "--batch-size", "2", "--features", "8", "--convolutions", "2",
+               "--export", str(tmp_path / "model")]  # fmt: skip
+    upscaler.main([*command, "--minutes", "0.02"])
+    steps = json.loads((tmp_path / "model" / "training.json").read_text())["steps"]
+    upscaler.main([*command, "--minutes", "0.04"])
+    assert f"resumed at step {steps} " in capsys.readouterr().out
+    record = json.loads((tmp_path / "model" / "training.json").read_text())
+    assert record["steps"] > steps and record["command"].startswith("dalleflow train upscaler ")
+    served = create_model({"family": "spandrel", "weights": f"local-dir:{tmp_path / 'model'}"})
+    assert served.architecture == "RealESRGAN Compact" and served.scale == 4
+    assert served.upscale(render_caption("a red circle on the left on a white background")).size == (128, 128)
+
+
+def test_a_missized_negative_is_an_image_the_oracle_refuses_for_its_caption():
+    from dalleflow.shapes import judge, render_scene
+
+    batches = ranker.Batches(seed=0, batch_size=64, image_negatives=True, noise=0.0, size_negatives=1.0)
+    scenes = [batches.sampler.sample() for _ in range(64)]
+    verdicts = [judge(render_scene(batches._missized(scene)), scene.caption) for scene in scenes]
+    assert not any(verdict.accepted for verdict in verdicts)
+    # Refused for its size, or for what the big one covers of the other object.
+    assert sum(any(reason.startswith("size") for reason in verdict.reasons) for verdict in verdicts) >= 48
+    batch = batches.next()
+    assert batch.matched == [False] * 64 and batch.negative_images.shape == batch.images.shape
+
+
+def test_a_malformed_negative_is_an_image_the_oracle_refuses_for_its_shape():
+    from dalleflow.shapes import judge
+
+    batches = ranker.Batches(seed=0, batch_size=64, image_negatives=True, noise=0.0, malformed_negatives=1.0)
+    scenes = [batches.sampler.sample() for _ in range(64)]
+    verdicts = [judge(batches._malformed(scene), scene.caption) for scene in scenes]
+    assert not any(verdict.accepted for verdict in verdicts)
+    assert sum(any(reason.startswith(("shape", "size")) for reason in verdict.reasons) for verdict in verdicts) >= 48
+    batch = batches.next()
+    assert batch.matched == [False] * 64
