@@ -1,6 +1,6 @@
 """Remake docs/ranked-grid.png, the README's picture: the embedded default's two
 generators, 4 candidates each for one prompt (seed 3), ranked together by the
-embedded ranker as /v1/generate ranks them, each upscaled x4 by Real-ESRGAN.
+embedded ranker as /v1/generate ranks them, each upscaled x4 by the embedded upscaler.
 
     .venv/bin/python scripts/make_readme_grid.py docs/ranked-grid.png
 

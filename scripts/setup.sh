@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs dalleflow into ./.venv on a fresh Debian 12/13 or Ubuntu 22.04/24.04: a Python 3.11+
-# able to make a venv, the two system libraries the Real-ESRGAN upscaler links (libvulkan1,
+# able to make a venv, the two system libraries the realesrgan upscaler family links (libvulkan1,
 # libomp5), then the server and the client, at the versions constraints.txt pins.
 #   bash scripts/setup.sh          # to serve
 #   bash scripts/setup.sh test     # also the test tools and the training extra, Debian's chromium for

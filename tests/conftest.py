@@ -73,6 +73,15 @@ def serve_in_thread(app) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def embedded_upscaler():
+    """The embedded default upscaler, as the app loads it."""
+    from dalleflow.deployments.app import EMBEDDED_UPSCALER
+    from dalleflow.models.factory import create_model
+
+    return create_model(EMBEDDED_UPSCALER)
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     import ray
 

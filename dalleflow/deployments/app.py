@@ -19,6 +19,7 @@ from dalleflow.service.limits import HttpLimits
 from dalleflow.service.retention import Retention
 
 EMBEDDED_DIFFUSION = ModelSpec(family="shapes-diffusion", weights="embedded:shapes-diffusion")
+EMBEDDED_UPSCALER = ModelSpec(family="spandrel", weights="embedded:shapes-upscaler")
 EMBEDDED_DALLE = ModelSpec(family="dalle", weights="embedded:shapes-dalle", options={"vqgan": "embedded:shapes-vqgan"})
 
 
@@ -35,7 +36,7 @@ class AppConfig(BaseModel):
         description="The name of a generator whose model also refines (one model, loaded once), "
         "or a model of its own. A model equal to a generator's is that generator's.",
     )
-    upscaler: ModelSpec = ModelSpec(family="realesrgan", options={"model": "realesr-animevideov3-x4"})
+    upscaler: ModelSpec = EMBEDDED_UPSCALER
     store_path: str | None = Field(None, description="Image store folder; default $DALLEFLOW_STORE or ~/.local/share/dalleflow/images.")
     generator_timeout_s: float = Field(120.0, gt=0, description="Deadline of each generator per request.")
     jina_compat: bool = Field(True, description="Also answer dalle-flow's Jina HTTP client at POST /post.")

@@ -96,18 +96,16 @@ async def test_streaming_gives_progress_then_each_generators_images_then_the_sam
 
 
 async def test_an_image_is_encoded_to_png_once_and_those_bytes_are_stored_answered_and_streamed(
-    tiny_diffusion, ranker, tmp_path, monkeypatch
+    tiny_diffusion, ranker, embedded_upscaler, tmp_path, monkeypatch
 ):
     from dalleflow_client.schemas import GeneratedEvent, ProgressEvent, ResultEvent, UpscaleRequest
     from PIL import Image
-
-    from dalleflow.models.upscaler import RealEsrganUpscaler
 
     encoded = []  # the size of every image PIL encodes to PNG, wherever it happens
     png_encoder = Image.SAVE["PNG"]
     monkeypatch.setitem(Image.SAVE, "PNG", lambda image, fp, filename: encoded.append(image.size) or png_encoder(image, fp, filename))
     subject = Flow(generators={"a": LocalStage(tiny_diffusion), "b": LocalStage(tiny_diffusion)}, ranker=ranker,
-                   refiner=LocalStage(tiny_diffusion), upscaler=LocalStage(RealEsrganUpscaler()), store=ImageStore(tmp_path))  # fmt: skip
+                   refiner=LocalStage(tiny_diffusion), upscaler=LocalStage(embedded_upscaler), store=ImageStore(tmp_path))  # fmt: skip
     request = GenerateRequest(prompt=PROMPT, num_images=2, num_inference_steps=2, seed=1)
     answer = await subject.generate(request)
     assert encoded == [(32, 32)] * 4  # two generators x two images, nothing else

