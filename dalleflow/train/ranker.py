@@ -204,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--noise", type=float, default=0.0, help="largest std of pixel noise added to training images (0-1 scale)")
     parser.add_argument("--init-from", default=None, help="start from a local-dir folder (e.g. the shipped weights)")
     parser.add_argument("--export", default=None, help="write the model as a local-dir folder here")
+    parser.add_argument("--export-dtype", choices=["float16", "float32"], default="float16",
+                        help="the exported weights' precision (the shipped ones are float16: half the bytes)")
     parser.add_argument("--note", default=None, help="kept with this phase in the exported training.json")
     args = parser.parse_args(argv)
     args.command = "dalleflow train ranker " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -274,7 +276,7 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     phase = {"command": args.command, "stopped_at": {"steps": state["step"], "minutes": round(state["minutes"], 1)},
              "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
              "image_negatives": args.image_negatives, "size_negatives": args.size_negatives,
-             "malformed_negatives": args.malformed_negatives, "noise": args.noise,
+             "malformed_negatives": args.malformed_negatives, "noise": args.noise, "export_dtype": args.export_dtype,
              "curve": state["curve"]}
     if args.note:
         phase["note"] = args.note
@@ -283,7 +285,7 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
               "phases": phases, "curve_fields": CURVE_FIELDS, "retrieval_top1_of_100": final}
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     if args.export:
-        save_local_dir(model, model_config(CONFIG_NAME), args.export)
+        save_local_dir(model, model_config(CONFIG_NAME), args.export, dtype=getattr(torch, args.export_dtype))
         (Path(args.export) / "training.json").write_text(json.dumps(record, indent=1) + "\n")
 
 

@@ -35,8 +35,9 @@ def create_untrained(name: str) -> torch.nn.Module:
     return open_clip.create_model(name, pretrained=None, device="cpu")
 
 
-def save_local_dir(model: torch.nn.Module, config: dict, folder: str | Path) -> None:
-    """Write a folder that open_clip loads with "local-dir:FOLDER"."""
+def save_local_dir(model: torch.nn.Module, config: dict, folder: str | Path, dtype: torch.dtype | None = None) -> None:
+    """Write a folder that open_clip loads with "local-dir:FOLDER" (its floating tensors in `dtype`
+    where one is given: open_clip loads them into the model's own float32)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     preprocess = {"mean": list(model.visual.image_mean or open_clip.OPENAI_DATASET_MEAN),
@@ -44,7 +45,8 @@ def save_local_dir(model: torch.nn.Module, config: dict, folder: str | Path) -> 
     (folder / "open_clip_config.json").write_text(
         json.dumps({"model_cfg": config, "preprocess_cfg": preprocess}, indent=1)
     )
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+             for k, v in model.state_dict().items()}
     save_file(state, folder / "open_clip_model.safetensors")
 
 
