@@ -1,12 +1,18 @@
-"""Training time that survives resumes and leaves out evaluation, and a clean stop on a signal, shared by every trainer."""
+"""What the trainers share: training time that survives resumes and leaves out evaluation, a clean
+stop on a signal, the start of a run, and the cosine learning-rate schedule."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import math
+import shlex
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -46,3 +52,28 @@ def stop_on_signal() -> Iterator[threading.Event]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def run(name: str, args: argparse.Namespace, argv: list[str] | None,
+        train: Callable[[argparse.Namespace, threading.Event], None]) -> None:  # fmt: skip
+    """Run a trainer with its command line kept for its record (args.command), stopped at a
+    step boundary by SIGTERM or SIGINT."""
+    args.command = f"dalleflow train {name} " + shlex.join(sys.argv[1:] if argv is None else argv)
+    with stop_on_signal() as stop:
+        train(args, stop)
+
+
+def start_torch_run(args: argparse.Namespace) -> Path:
+    """A torch trainer's threads and seed set, and its checkpoint folder made."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def cosine_lr(base: float, step: int, warmup_steps: int, progress: float) -> float:
+    """A linear warmup over the first steps, then cosine decay to zero over the run's progress (0 to 1)."""
+    return base * min(1.0, (step + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))

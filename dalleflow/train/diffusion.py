@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shlex
-import sys
 import threading
 from pathlib import Path
 
@@ -34,7 +32,7 @@ from dalleflow.models.contract import Sampling
 from dalleflow.models.diffusion.pixel_space import CoordinateUNet, PixelSpace, build_unet, noise_schedule
 from dalleflow.shapes import SceneSampler, render_scene
 from dalleflow.train.checkpoint import LEGACY, load_checkpoint, save_checkpoint
-from dalleflow.train.clock import TrainingClock, stop_on_signal
+from dalleflow.train.clock import TrainingClock, run, start_torch_run
 
 CAPTION_DROPOUT = 0.1
 
@@ -92,16 +90,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init-from", default=None,
                         help="start from a pretrained folder (e.g. the shipped weights) instead of random weights")
     args = parser.parse_args(argv)
-    args.command = "dalleflow train diffusion " + shlex.join(sys.argv[1:] if argv is None else argv)
-    with stop_on_signal() as stop:
-        train(args, stop)
+    run("diffusion", args, argv, train)
 
 
 def train(args: argparse.Namespace, stop: threading.Event) -> None:
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_torch_run(args)
 
     text_config = TextEncoderConfig(vocab=shapes_vocab())
     text_encoder = TextEncoder(text_config)

@@ -26,8 +26,6 @@ import argparse
 import dataclasses
 import json
 import random
-import shlex
-import sys
 import threading
 from pathlib import Path
 
@@ -43,7 +41,7 @@ from dalleflow.shapes.render import object_mask
 from dalleflow.shapes.evaluate import retrieval_top1
 from dalleflow.shapes.scene import FIELDS, Scene, caption_of, change_one_field
 from dalleflow.train.checkpoint import load_checkpoint, save_checkpoint
-from dalleflow.train.clock import TrainingClock, stop_on_signal
+from dalleflow.train.clock import TrainingClock, cosine_lr, run, start_torch_run
 
 CONFIG_NAME = "shapes-clip"
 WARMUP_STEPS = 200
@@ -208,16 +206,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="the exported weights' precision (the shipped ones are float16: half the bytes)")
     parser.add_argument("--note", default=None, help="kept with this phase in the exported training.json")
     args = parser.parse_args(argv)
-    args.command = "dalleflow train ranker " + shlex.join(sys.argv[1:] if argv is None else argv)
-    with stop_on_signal() as stop:
-        train(args, stop)
+    run("ranker", args, argv, train)
 
 
 def train(args: argparse.Namespace, stop: threading.Event) -> None:
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_torch_run(args)
     model = create_untrained(CONFIG_NAME)
     tokenizer = open_clip.get_tokenizer(CONFIG_NAME)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
@@ -249,9 +242,7 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     clock = TrainingClock(state, args.checkpoint_minutes)
     while state["minutes"] < args.minutes and not stop.is_set():
         loss = contrastive_loss(model, tokenizer, batches.next())
-        # Cosine decay over this run's time budget, after a short warmup.
-        progress = min(1.0, state["minutes"] / args.minutes)
-        lr = args.lr * min(1.0, (state["step"] + 1) / WARMUP_STEPS) * 0.5 * (1 + np.cos(np.pi * progress))
+        lr = cosine_lr(args.lr, state["step"], WARMUP_STEPS, state["minutes"] / args.minutes)  # over the time budget
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shlex
-import sys
 import threading
 from pathlib import Path
 
@@ -35,7 +33,7 @@ from dalleflow.shapes import SceneSampler, judge, render_scene
 from dalleflow.shapes.evaluate import distinct_scenes
 from dalleflow.shapes.scene import Scene
 from dalleflow.train.checkpoint import load_checkpoint, save_checkpoint
-from dalleflow.train.clock import TrainingClock, stop_on_signal
+from dalleflow.train.clock import TrainingClock, cosine_lr, run, start_torch_run
 
 SCALE = 4
 WEIGHTS_FILE = "shapes-upscaler-x4.safetensors"
@@ -115,16 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--export", default=None, help="write the weights and training.json to this folder")
     args = parser.parse_args(argv)
-    args.command = "dalleflow train upscaler " + shlex.join(sys.argv[1:] if argv is None else argv)
-    with stop_on_signal() as stop:
-        train(args, stop)
+    run("upscaler", args, argv, train)
 
 
 def train(args: argparse.Namespace, stop: threading.Event) -> None:
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_torch_run(args)
     network = create_network(args.features, args.convolutions)
     optimizer = torch.optim.Adam(network.parameters(), lr=args.lr)
     sampler = SceneSampler("train", seed=args.seed)
@@ -151,9 +144,7 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
         small = degrade(as_tensor([render_scene(s) for s in scenes]), noise)
         large = as_tensor([render_scene(scaled(s, SCALE)) for s in scenes])
         loss = F.mse_loss(network(small), large)
-        # Cosine decay over the time budget, after a short warmup.
-        progress = min(1.0, state["minutes"] / args.minutes)
-        lr = args.lr * min(1.0, (state["step"] + 1) / 100) * 0.5 * (1 + np.cos(np.pi * progress))
+        lr = cosine_lr(args.lr, state["step"], 100, state["minutes"] / args.minutes)  # over the time budget
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
