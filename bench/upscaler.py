@@ -28,14 +28,7 @@ from dalleflow.models.contract import Sampling, expand
 from dalleflow.models.factory import create_model
 from dalleflow.shapes import judge, render_scene
 from dalleflow.shapes.evaluate import distinct_scenes
-from dalleflow.train.upscaler import SCALE, as_tensor, degrade, scaled
-
-
-def psnr_of_mean_squared_error(outputs: list[Image.Image], targets: list[np.ndarray]) -> float:
-    """PSNR (dB) of the squared error averaged over every pixel of every image: a mean of per-image
-    PSNRs would be ruled by the images an upscaler gets exactly (a square on the pixel grid)."""
-    errors = [(np.asarray(o, dtype=np.float64) - t.astype(np.float64)) ** 2 for o, t in zip(outputs, targets)]
-    return float(10 * np.log10(255**2 / np.mean(errors)))
+from dalleflow.train.upscaler import SCALE, as_tensor, degrade, psnr, scaled
 
 
 def upscalers(args) -> dict[str, Callable[[Image.Image], Image.Image]]:
@@ -80,8 +73,8 @@ def main() -> None:
         degraded_out = [upscale(image) for image in degraded]
         rows.append({
             "upscaler": name,
-            "psnr_db_clean": psnr_of_mean_squared_error(clean_out, truth),
-            "psnr_db_degraded": psnr_of_mean_squared_error(degraded_out, truth),
+            "psnr_db_clean": psnr(as_tensor(clean_out), as_tensor(truth)),
+            "psnr_db_degraded": psnr(as_tensor(degraded_out), as_tensor(truth)),
             "accepted_clean": float(np.mean([judge(o, s.caption).accepted for o, s in zip(clean_out, scenes)])),
             "accepted_degraded": float(np.mean([judge(o, s.caption).accepted for o, s in zip(degraded_out, scenes)])),
             "dalle_picks_still_accepted": float(np.mean([judge(upscale(image), caption).accepted for image, caption in picks])),

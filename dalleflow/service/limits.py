@@ -9,9 +9,10 @@ Why each exists, in the order a request meets them (outermost first):
   asking first only for a "simple" content type (text/plain, a form), so refusing those
   means no page a user visits can make their local server generate.
 - BodyLimits: the body is read whole here, counted as it arrives (chunked too) and within a
-  deadline (and first in Serve's proxy, proxy_limits.py, which otherwise reads ahead without bound). Serve takes a replica slot when the headers arrive, so a client that sends
-  headers and then stalls would hold the slot as long as it liked; here it holds it for
-  the deadline at most, and its answer is 408.
+  deadline (and first in Serve's proxy, proxy_limits.py, which otherwise reads ahead without
+  bound). Serve takes a replica slot when the headers arrive, so a client that sends headers
+  and then stalls would hold the slot as long as it liked; here it holds it for the deadline
+  at most, and its answer is 408.
 - Admission: the routes that run models take at most so many requests at once per replica
   and let so many wait; past that, 429 with Retry-After. This is the overload limit, counted
   from a complete body, so the replica's own slot limit (max_ongoing_requests) can be high
@@ -37,7 +38,8 @@ MAX_BODY_BYTES = MAX_IMAGE_BASE64_CHARS + 64_000
 class HttpLimits(BaseModel):
     """The app config's `http_limits`."""
 
-    body_timeout_s: float = Field(15.0, gt=0, description="A request body must arrive whole within this, or 408 (Serve's proxy applies its own deadline first: DALLEFLOW_BODY_TIMEOUT_S, 15 s by default).")
+    body_timeout_s: float = Field(15.0, gt=0, description="A request body must arrive whole within this, or 408 "
+                                  "(Serve's proxy applies its own deadline first: DALLEFLOW_BODY_TIMEOUT_S, 15 s by default).")
     max_running: int = Field(32, ge=1, description="Requests that run models (generate, refine, upscale, Jina's /post) "
                              "at once per ingress replica.")
     max_waiting: int = Field(64, ge=0, description="Such requests waiting per ingress replica before 429.")
