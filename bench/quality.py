@@ -8,7 +8,10 @@ DALL·E, as the service fans out), ranked by the CLIP ranker; prints, per
 generator alone and for the joint pool the service answers, the share of
 prompts whose top-ranked candidate the oracle accepts, the mean acceptance of
 all candidates (what an unranked pick gets) and the best possible (any
-candidate accepted). Then the ranker's caption retrieval (top-1 of 100) and the
+candidate accepted), and the mean share of candidates misarranged: the caption's
+colours and shapes drawn in another arrangement (order reversed, colours or
+shapes exchanged), what a generator that reads a caption as a bag of words
+draws. Then the ranker's caption retrieval (top-1 of 100) and the
 refiner on accepted picks of the joint pool (skip_rate 0.5). Models run
 in-process: this measures the models, not the service.
 """
@@ -70,18 +73,20 @@ def main() -> None:
         results[label] = {"prompts": len(captions), "ranker_retrieval_top1_of_100": retrieval}
         for name, quality in by_generator.items():
             results[label][name] = {"top_ranked_accepted": quality.top_ranked_accepted,
-                                    "mean_accepted": quality.mean_accepted, "best_possible": quality.best_possible}
+                                    "mean_accepted": quality.mean_accepted, "best_possible": quality.best_possible,
+                                    "mean_misarranged": quality.mean_misarranged}
             rows.append((label, name, quality.prompts, quality.top_ranked_accepted, quality.mean_accepted,
-                         quality.best_possible, retrieval))
+                         quality.best_possible, quality.mean_misarranged, retrieval))
         if split == "train":
             served = by_generator.get("joint", by_generator["diffusion"])
             results["refiner"] = refinement_quality(refine, served.accepted_picks[: args.refine_picks])
 
     print(f"\nembedded default, {args.num_images} candidates per prompt per generator, diffusion {args.steps} steps, "
           f"guidance {args.guidance}" + (f", DALL·E guidance {dalle_guidance}" if args.dalle else ""))
-    print(f"{'split':10} {'generator':10} {'prompts':>7} {'top-ranked':>10} {'mean':>6} {'best-of-n':>9} {'ranker top-1/100':>16}")
-    for label, name, prompts, top, mean, best, retrieval in rows:
-        print(f"{label:10} {name:10} {prompts:7d} {top:10.1%} {mean:6.1%} {best:9.1%} {retrieval:16.1%}")
+    print(f"{'split':10} {'generator':10} {'prompts':>7} {'top-ranked':>10} {'mean':>6} {'best-of-n':>9} "
+          f"{'misarranged':>11} {'ranker top-1/100':>16}")
+    for label, name, prompts, top, mean, best, misarranged, retrieval in rows:
+        print(f"{label:10} {name:10} {prompts:7d} {top:10.1%} {mean:6.1%} {best:9.1%} {misarranged:11.1%} {retrieval:16.1%}")
     refiner = results["refiner"]
     print(f"refiner (skip_rate 0.5) on {refiner['variations']} variations of accepted picks: "
           f"still accepted {refiner['still_accepted']:.1%}, mean |Δ| / 255 {refiner['mean_abs_change']:.1%}, "

@@ -17,7 +17,7 @@ from PIL import Image
 
 from dalleflow.shapes.oracle import judge
 from dalleflow.shapes.render import render_scene
-from dalleflow.shapes.scene import Scene, SceneSampler, Split
+from dalleflow.shapes.scene import CaptionSpec, Scene, SceneSampler, Split, caption_of, parse_caption
 
 
 def distinct_scenes(split: Split, count: int, seed: int) -> list[Scene]:
@@ -41,12 +41,32 @@ def retrieval_top1(similarity: Callable, split: Split, count: int = 100, trials:
     return hits / (count * trials)
 
 
+def rearrangements(spec: CaptionSpec) -> list[CaptionSpec]:
+    """The other captions of a two-object caption's colours and shapes: the pair in reverse order,
+    or the two colours (or the two shapes) exchanged. One object has none."""
+    if len(spec.objects) != 2:
+        return []
+    (c1, s1), (c2, s2) = spec.objects
+    orders = (((c2, s2), (c1, s1)), ((c2, s1), (c1, s2)), ((c1, s2), (c2, s1)))
+    return [dataclasses.replace(spec, objects=objects) for objects in dict.fromkeys(orders) if objects != spec.objects]
+
+
+def is_misarranged(image, caption: str) -> bool:
+    """Rejected for its caption but accepted for one of its rearrangements: the caption's colours and
+    shapes drawn, bound to each other or placed against the words' order (a generator whose text
+    encoder reads a bag of words draws these)."""
+    if judge(image, caption).accepted:
+        return False
+    return any(judge(image, caption_of(other)).accepted for other in rearrangements(parse_caption(caption)))
+
+
 @dataclasses.dataclass
 class GenerationQuality:
     prompts: int
     top_ranked_accepted: float  # the ranker's pick passes the oracle
     mean_accepted: float  # any one candidate passes (what an unranked pick gets)
     best_possible: float  # at least one candidate passes (a perfect ranker)
+    mean_misarranged: float  # any one candidate shows the caption's objects in another arrangement
     accepted_picks: list[tuple[str, Image.Image]]  # (caption, top image) where accepted
 
 
@@ -57,14 +77,15 @@ def generation_quality(
     with several generators, "joint": the whole pool ranked together (what the
     service answers). generators: name -> generate(captions, num_images, seed)."""
     names = list(generators) + (["joint"] if len(generators) > 1 else [])
-    tallies = {name: ([], [], [], []) for name in names}  # top, mean, best, picks
+    tallies = {name: ([], [], [], [], []) for name in names}  # top, mean, best, misarranged, picks
 
-    def tally(name: str, caption: str, candidates: list, verdicts: list[bool]) -> None:
-        top, mean, best, picks = tallies[name]
+    def tally(name: str, caption: str, candidates: list, verdicts: list[bool], misarranged: list[bool]) -> None:
+        top, mean, best, wrongly_arranged, picks = tallies[name]
         pick = int(np.argmax(score(caption, candidates)))
         top.append(verdicts[pick])
         mean.append(np.mean(verdicts))
         best.append(any(verdicts))
+        wrongly_arranged.append(np.mean(misarranged))
         if verdicts[pick]:
             picks.append((caption, candidates[pick]))
 
@@ -72,18 +93,20 @@ def generation_quality(
         chunk = captions[start : start + batch]
         images = {name: generate(chunk, num_images, seed + start) for name, generate in generators.items()}
         for index, caption in enumerate(chunk):
-            pool, pool_verdicts = [], []
+            pool, pool_verdicts, pool_misarranged = [], [], []
             for name in generators:
                 candidates = images[name][index * num_images : (index + 1) * num_images]
                 verdicts = [judge(image, caption).accepted for image in candidates]
-                tally(name, caption, candidates, verdicts)
+                misarranged = [is_misarranged(image, caption) for image in candidates]
+                tally(name, caption, candidates, verdicts, misarranged)
                 pool += candidates
                 pool_verdicts += verdicts
+                pool_misarranged += misarranged
             if "joint" in tallies:
-                tally("joint", caption, pool, pool_verdicts)
+                tally("joint", caption, pool, pool_verdicts, pool_misarranged)
     return {
-        name: GenerationQuality(len(captions), float(np.mean(top)), float(np.mean(mean)), float(np.mean(best)), picks)
-        for name, (top, mean, best, picks) in tallies.items()
+        name: GenerationQuality(len(captions), *(float(np.mean(values)) for values in (top, mean, best, misarranged)), picks)
+        for name, (top, mean, best, misarranged, picks) in tallies.items()
     }
 
 

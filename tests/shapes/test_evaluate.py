@@ -1,10 +1,10 @@
-"""The refiner's measures in bench/quality.py, on variations made by hand: what each number counts."""
+"""The measures in bench/quality.py, on images made by hand: what each number counts."""
 
 import numpy as np
 from PIL import Image
 
-from dalleflow.shapes.evaluate import distinct_scenes, refinement_quality
-from dalleflow.shapes.render import render_scene
+from dalleflow.shapes.evaluate import distinct_scenes, generation_quality, is_misarranged, refinement_quality
+from dalleflow.shapes.render import render_caption, render_scene
 
 
 def test_refinement_quality_counts_accepted_variations_mean_change_and_changed_pixels():
@@ -28,3 +28,33 @@ def test_refinement_quality_counts_accepted_variations_mean_change_and_changed_p
     expected_change = np.mean([0.0, np.abs(faint - pixels).mean() / 255, np.abs(quarter.astype(int) - pixels).mean() / 255,
                                pixels.mean() / 255])
     assert abs(measured["mean_abs_change"] - expected_change) < 1e-6
+
+
+CAPTION = "a red square above a blue triangle on a white background"
+REARRANGED = ("a blue triangle above a red square on a white background",  # the order reversed
+              "a blue square above a red triangle on a white background",  # the colours exchanged
+              "a red triangle above a blue square on a white background")  # the shapes exchanged
+
+
+def test_an_image_of_the_captions_objects_in_another_arrangement_is_misarranged():
+    assert not is_misarranged(render_caption(CAPTION, seed=0), CAPTION)
+    for caption in REARRANGED:
+        assert is_misarranged(render_caption(caption, seed=0), CAPTION), caption
+    assert not is_misarranged(render_caption("a red square above a green triangle on a white background", seed=0), CAPTION)
+    one = "a red square on the top on a white background"
+    assert not is_misarranged(render_caption("a red square on the bottom on a white background", seed=0), one)
+
+
+def test_generation_quality_counts_top_ranked_mean_best_and_misarranged():
+    right, wrong, swapped = (np.asarray(render_caption(c, seed=0)) for c in (CAPTION, "a red square on the top on a white background",
+                                                                              REARRANGED[0]))
+
+    def generate(captions, num_images, seed):
+        return [Image.fromarray(image) for image in (right, wrong, swapped, swapped)] * len(captions)
+
+    def score(caption, images):  # prefers the last candidate: a misarranged one
+        return list(range(len(images)))
+
+    quality = generation_quality({"g": generate}, score, [CAPTION], num_images=4)["g"]
+    assert (quality.top_ranked_accepted, quality.mean_accepted, quality.best_possible, quality.mean_misarranged) == (
+        0.0, 0.25, 1.0, 0.5)
