@@ -80,6 +80,29 @@ def test_diffusion_training_resumes_and_exports(tmp_path):
     assert images[0].size == (32, 32)
 
 
+def test_a_diffusion_phase_scales_the_position_embedding_once_and_anneals_to_zero(tmp_path):
+    common = ["--batch-size", "2", "--threads", "1", "--checkpoint-minutes", "1000"]
+    diffusion.main(["--out", str(tmp_path / "first"), *common, "--max-steps", "1", "--export", str(tmp_path / "model")])
+    shipped = ShapesDiffusion.from_pretrained(tmp_path / "model").text_encoder.position_embedding
+    # A phase that has nothing to train (its --max-steps already reached) checkpoints the weights it starts from.
+    phase = ["--out", str(tmp_path / "phase"), *common, "--init-from", str(tmp_path / "model"), "--position-scale", "20",
+             "--max-steps", "1"]
+    diffusion.main(phase)
+    diffusion.main(phase)  # a resumed phase keeps its checkpoint's embedding: it is not scaled again
+    for part in ("text_encoder", "ema_text"):
+        assert torch.equal(load_checkpoint(tmp_path / "phase")[part]["position_embedding"], 20 * shipped)
+
+    # With --decay-steps 1 the learning rate is zero from the phase's second step: the weights stop moving.
+    annealed = ["--out", str(tmp_path / "annealed"), *common, "--init-from", str(tmp_path / "model"), "--decay-steps", "1"]
+    diffusion.main([*annealed, "--max-steps", "2"])
+    after_one = load_checkpoint(tmp_path / "annealed")["denoiser"]
+    diffusion.main([*annealed, "--max-steps", "3"])
+    after_two = load_checkpoint(tmp_path / "annealed")["denoiser"]
+    assert_same(after_two, after_one)
+    assert not torch.equal(after_one["unet.conv_in.weight"],
+                           ShapesDiffusion.from_pretrained(tmp_path / "model").denoiser.unet.conv_in.weight)
+
+
 def test_ranker_training_exports_a_local_dir(tmp_path):
     ranker.main(["--out", str(tmp_path / "run"), "--minutes", "0.05", "--batch-size", "8", "--export", str(tmp_path / "model")])
     record = json.loads((tmp_path / "model" / "training.json").read_text())
