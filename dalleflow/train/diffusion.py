@@ -30,11 +30,47 @@ from diffusers import DPMSolverMultistepScheduler
 from dalleflow.models.diffusion import PixelDiffusionConfig, ShapesDiffusion, TextEncoder, TextEncoderConfig, shapes_vocab
 from dalleflow.models.contract import Sampling
 from dalleflow.models.diffusion.pixel_space import CoordinateUNet, PixelSpace, build_unet, noise_schedule
-from dalleflow.shapes import SceneSampler, render_scene
+from dalleflow.shapes import SceneSampler, parse_caption, render_scene, world
 from dalleflow.train.checkpoint import LEGACY, load_checkpoint, save_checkpoint
 from dalleflow.train.clock import TrainingClock, cosine_lr, run, start_torch_run
 
 CAPTION_DROPOUT = 0.1
+
+# What a caption says, slot by slot: what --slot-loss asks the pooled caption to tell apart.
+SLOTS: dict[str, list[str | None]] = {
+    "background": list(world.BACKGROUNDS),
+    "first colour": list(world.COLOURS),
+    "first shape": list(world.SHAPES),
+    "second colour": [None, *world.COLOURS],
+    "second shape": [None, *world.SHAPES],
+    "position": [None, *world.POSITIONS],
+    "relation": [None, *world.RELATIONS],
+}
+
+
+def slot_targets(captions: list[str]) -> torch.Tensor:
+    """[B, len(SLOTS)] class indices: each caption's background, its objects in caption order,
+    its position or relation (None where its form has no such slot)."""
+    rows = []
+    for caption in captions:
+        spec = parse_caption(caption)
+        second = spec.objects[1] if len(spec.objects) == 2 else (None, None)
+        values = (spec.background, *spec.objects[0], *second, spec.position, spec.relation)
+        rows.append([options.index(value) for options, value in zip(SLOTS.values(), values)])
+    return torch.tensor(rows)
+
+
+class SlotHead(torch.nn.Module):
+    """A linear read-out of every slot from the pooled caption, used in training only: the UNet
+    takes the pooled caption beside the time embedding, and a mean of word states that cannot
+    tell 'a red square above a blue circle' from its reverse gives it no order to follow."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(width, len(options)) for options in SLOTS.values())
+
+    def loss(self, pooled: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return sum(F.cross_entropy(head(pooled), targets[:, i]) for i, head in enumerate(self.heads)) / len(self.heads)
 
 
 class Batches:
@@ -93,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="multiply the text encoder's position embedding by this at the start of the phase: the "
                              "one it started with (std 0.02 against word embeddings of std 1) left the captions nearly "
                              "a bag of words, so 'a red square above a blue circle' and its reverse drew alike")
+    parser.add_argument("--slot-loss", type=float, default=0.0,
+                        help="weight of an auxiliary loss that reads every slot of the caption (objects in order, "
+                             "relation, background) from the pooled caption (0: none)")
     parser.add_argument("--note", default=None, help="kept with this phase in the exported training.json")
     parser.add_argument("--init-from", default=None,
                         help="start from a pretrained folder (e.g. the shipped weights) instead of random weights")
@@ -108,7 +147,9 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     denoiser = CoordinateUNet(build_unet(text_config.width))
     noise_scheduler = noise_schedule(args.prediction_type)
     space = PixelSpace(2)
+    slot_head = SlotHead(text_config.width) if args.slot_loss > 0 else None
     parameters = list(denoiser.parameters()) + list(text_encoder.parameters())
+    parameters += list(slot_head.parameters()) if slot_head is not None else []
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01)
     ema_denoiser, ema_text = copy.deepcopy(denoiser), copy.deepcopy(text_encoder)
     state = {"step": 0, "minutes": 0.0, "curve": []}
@@ -141,6 +182,8 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
         text_encoder.load_state_dict(saved["text_encoder"])
         ema_denoiser.load_state_dict(saved["ema_denoiser"])
         ema_text.load_state_dict(saved["ema_text"])
+        if slot_head is not None:
+            slot_head.load_state_dict(saved["slot_head"])
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
         torch.set_rng_state(saved["torch_rng"])
@@ -179,6 +222,7 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
                 "ema_denoiser": ema_denoiser.state_dict(),
                 "ema_text": ema_text.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                **({"slot_head": slot_head.state_dict()} if slot_head is not None else {}),
                 "state": state,
                 "torch_rng": torch.get_rng_state(),
                 "data_rng": batches.sampler.rng.getstate(),
@@ -215,6 +259,9 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
         prediction = denoiser(noisy, timesteps, states, mask, pooled)
         per_image = F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (per_image * loss_weight[timesteps]).mean()
+        if slot_head is not None and not dropped.all():
+            kept = ~dropped
+            loss = loss + args.slot_loss * slot_head.loss(pooled[kept], slot_targets([c for c, k in zip(captions, kept) if k]))
 
         phase_step = state["step"] - state["warmup_from"]
         if args.decay_steps:
@@ -251,7 +298,8 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
                  "stopped_at": {"steps": state["step"] - phase_start["steps"],
                                 "minutes": round(state["minutes"] - phase_start["minutes"], 1)},
                  "batch_size": args.batch_size, "lr": args.lr, "decay_steps": args.decay_steps,
-                 "position_scale": args.position_scale, "seed": args.seed,
+                 "position_scale": args.position_scale,
+                 "slot_loss": args.slot_loss, "seed": args.seed,
                  "curve": state["curve"]}
         if args.note:
             phase["note"] = args.note

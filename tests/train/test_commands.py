@@ -61,8 +61,9 @@ def test_a_legacy_torch_checkpoint_converts_once(tmp_path):
     assert_same(load_checkpoint(tmp_path), checkpoint)
 
 
-def test_diffusion_training_resumes_and_exports(tmp_path):
-    common = ["--out", str(tmp_path / "run"), "--batch-size", "2", "--threads", "1", "--checkpoint-minutes", "1000"]
+@pytest.mark.parametrize("extra", [[], ["--slot-loss", "1"]], ids=["plain", "slot-loss"])
+def test_diffusion_training_resumes_and_exports(tmp_path, extra):
+    common = ["--out", str(tmp_path / "run"), "--batch-size", "2", "--threads", "1", "--checkpoint-minutes", "1000", *extra]
     diffusion.main([*common, "--max-steps", "2"])
     first = load_checkpoint(tmp_path / "run")["state"]["step"]
     diffusion.main([*common, "--max-steps", "3", "--export", str(tmp_path / "model")])
@@ -70,7 +71,7 @@ def test_diffusion_training_resumes_and_exports(tmp_path):
     # The resumed run ends where one run of 3 steps ends: weights, EMA, optimizer moments, data.
     diffusion.main([*common[:1], str(tmp_path / "straight"), *common[2:], "--max-steps", "3"])
     resumed, straight = load_checkpoint(tmp_path / "run"), load_checkpoint(tmp_path / "straight")
-    for part in ("denoiser", "ema_text", "optimizer"):
+    for part in ("denoiser", "ema_text", "optimizer", *(["slot_head"] if extra else [])):
         assert_same(resumed[part], straight[part])
     assert resumed["data_rng"] == straight["data_rng"]
     assert resumed["state"]["curve"] == straight["state"]["curve"]
@@ -101,6 +102,17 @@ def test_a_diffusion_phase_scales_the_position_embedding_once_and_anneals_to_zer
     assert_same(after_two, after_one)
     assert not torch.equal(after_one["unet.conv_in.weight"],
                            ShapesDiffusion.from_pretrained(tmp_path / "model").denoiser.unet.conv_in.weight)
+
+
+def test_slot_targets_tell_a_caption_from_its_reverse():
+    targets = diffusion.slot_targets(["a red square above a blue circle on a white background",
+                                      "a blue circle above a red square on a white background",
+                                      "a red square on the left on a white background"])
+    names = list(diffusion.SLOTS)
+    assert not torch.equal(targets[0], targets[1])
+    assert torch.equal(targets[0][names.index("first colour")], targets[1][names.index("second colour")] - 1)  # None first
+    assert diffusion.SLOTS["second colour"][int(targets[2][names.index("second colour")])] is None
+    assert diffusion.SLOTS["position"][int(targets[2][names.index("position")])] == "left"
 
 
 def test_ranker_training_exports_a_local_dir(tmp_path):
