@@ -51,13 +51,15 @@ def rearrangements(spec: CaptionSpec) -> list[CaptionSpec]:
     return [dataclasses.replace(spec, objects=objects) for objects in dict.fromkeys(orders) if objects != spec.objects]
 
 
+def accepted_for_a_rearrangement(image, caption: str) -> bool:
+    return any(judge(image, caption_of(other)).accepted for other in rearrangements(parse_caption(caption)))
+
+
 def is_misarranged(image, caption: str) -> bool:
     """Rejected for its caption but accepted for one of its rearrangements: the caption's colours and
     shapes drawn, bound to each other or placed against the words' order (a generator whose text
     encoder reads a bag of words draws these)."""
-    if judge(image, caption).accepted:
-        return False
-    return any(judge(image, caption_of(other)).accepted for other in rearrangements(parse_caption(caption)))
+    return not judge(image, caption).accepted and accepted_for_a_rearrangement(image, caption)
 
 
 @dataclasses.dataclass
@@ -97,7 +99,9 @@ def generation_quality(
             for name in generators:
                 candidates = images[name][index * num_images : (index + 1) * num_images]
                 verdicts = [judge(image, caption).accepted for image in candidates]
-                misarranged = [is_misarranged(image, caption) for image in candidates]
+                # is_misarranged, with the caption's verdicts already at hand
+                misarranged = [not accepted and accepted_for_a_rearrangement(image, caption)
+                               for image, accepted in zip(candidates, verdicts)]
                 tally(name, caption, candidates, verdicts, misarranged)
                 pool += candidates
                 pool_verdicts += verdicts

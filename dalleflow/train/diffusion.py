@@ -35,6 +35,7 @@ from dalleflow.train.checkpoint import LEGACY, load_checkpoint, save_checkpoint
 from dalleflow.train.clock import TrainingClock, cosine_lr, run, start_torch_run
 
 CAPTION_DROPOUT = 0.1
+WARMUP_STEPS = 500  # of each phase: --init-from starts a fresh optimizer
 
 # What a caption says, slot by slot: what --slot-loss asks the pooled caption to tell apart.
 SLOTS: dict[str, list[str | None]] = {
@@ -264,10 +265,8 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
             loss = loss + args.slot_loss * slot_head.loss(pooled[kept], slot_targets([c for c, k in zip(captions, kept) if k]))
 
         phase_step = state["step"] - state["warmup_from"]
-        if args.decay_steps:
-            lr = cosine_lr(args.lr, phase_step, 500, phase_step / args.decay_steps)
-        else:
-            lr = args.lr * min(1.0, (phase_step + 1) / 500)
+        # Without --decay-steps the schedule stays at its start: the warmup, then a constant rate.
+        lr = cosine_lr(args.lr, phase_step, WARMUP_STEPS, phase_step / args.decay_steps if args.decay_steps else 0.0)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
