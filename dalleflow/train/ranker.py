@@ -13,6 +13,10 @@ its own image over the image of its near miss: ranking is exactly that choice
 (candidates of one prompt that differ in one object's colour, shape or place),
 and text-side negatives alone never ask it. --noise adds pixel noise to the
 training images, as generated candidates are not clean renders.
+--size-negatives, --malformed-negatives and --between-negatives make some of
+the negative images ones no caption says: an object of a wrong size, of no
+shape of the world, or half-way between two shapes (what the DALL·E draws on
+held-out compositions: a rounded triangle, a squarish circle).
 
 The run checkpoints to --out every --checkpoint-minutes and resumes from it when
 rerun; SIGTERM or SIGINT stops it at a step boundary with its checkpoint and
@@ -36,7 +40,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from dalleflow.models.ranker.clip import ClipRanker, create_untrained, model_config, save_local_dir
-from dalleflow.shapes import SceneSampler, render_scene, world
+from dalleflow.shapes import SceneSampler, judge, render_scene, world
 from dalleflow.shapes.render import object_mask
 from dalleflow.shapes.evaluate import retrieval_top1
 from dalleflow.shapes.scene import FIELDS, Scene, caption_of, change_one_field
@@ -59,7 +63,7 @@ class Batches:
     """Scenes of the train split with one near-miss caption each and, on request, its rendering."""
 
     def __init__(self, seed: int, batch_size: int, image_negatives: bool, noise: float, size_negatives: float = 0.0,
-                 malformed_negatives: float = 0.0):
+                 malformed_negatives: float = 0.0, between_negatives: float = 0.0):
         self.sampler = SceneSampler("train", seed=seed)
         self.rng = random.Random(seed + 1)
         self.batch_size = batch_size
@@ -67,6 +71,7 @@ class Batches:
         self.noise = noise
         self.size_negatives = size_negatives
         self.malformed_negatives = malformed_negatives
+        self.between_negatives = between_negatives
 
     def next(self) -> Batch:
         scenes = [self.sampler.sample() for _ in range(self.batch_size)]
@@ -82,6 +87,9 @@ class Batches:
                     batch.matched.append(False)
                 elif draw < self.size_negatives + self.malformed_negatives:
                     negatives.append(self._malformed(scene))
+                    batch.matched.append(False)
+                elif draw < self.size_negatives + self.malformed_negatives + self.between_negatives:
+                    negatives.append(self._between(scene))
                     batch.matched.append(False)
                 else:
                     negatives.append(render_scene(self.sampler.scene_for(spec)))
@@ -131,6 +139,25 @@ class Batches:
             mask[rows.min() : rows.max() + 1] = mask[rows.min() : rows.max() + 1][::-1]
         image[mask] = world.COLOURS[obj.colour]
         return image
+
+    def _between(self, scene: Scene, tries: int = 8) -> np.ndarray:
+        """The scene with one object's outline blended between its shape and another one's (a rounded
+        triangle, a squarish circle, a square gone round): the near misses a generator draws for a
+        composition it never saw, which the phases before this one ranked as high as the real shape.
+        A blend can still pass for its shape, so a draw counts only where the oracle refuses the image
+        for its caption; after `tries` draws that all pass, a malformed object stands in."""
+        side = scene.canvas_size
+        for _ in range(tries):
+            index = self.rng.randrange(len(scene.objects))
+            obj = scene.objects[index]
+            other = dataclasses.replace(obj, shape=self.rng.choice([s for s in world.SHAPES if s != obj.shape]))
+            weight, blur = self.rng.uniform(0.3, 0.7), self.rng.uniform(0.5, 1.5)
+            own, theirs = (ndimage.gaussian_filter(object_mask(o, side).astype(np.float32), blur) for o in (obj, other))
+            image = render_scene(dataclasses.replace(scene, objects=scene.objects[:index] + scene.objects[index + 1 :]))
+            image[(1 - weight) * own + weight * theirs > 0.5] = world.COLOURS[obj.colour]
+            if not judge(image, scene.spec).accepted:
+                return image
+        return self._malformed(scene)
 
     def _pixels(self, rendered: list[np.ndarray]) -> torch.Tensor:
         tensor = normalise(np.stack(rendered))
@@ -199,6 +226,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="with --image-negatives, the share of them that are the image with one object mis-sized")
     parser.add_argument("--malformed-negatives", type=float, default=0.0,
                         help="with --image-negatives, the share of them with one object's outline none of the world's shapes")
+    parser.add_argument("--between-negatives", type=float, default=0.0,
+                        help="with --image-negatives, the share of them with one object's outline blended half-way "
+                             "to another shape (kept where the oracle refuses it)")
     parser.add_argument("--noise", type=float, default=0.0, help="largest std of pixel noise added to training images (0-1 scale)")
     parser.add_argument("--init-from", default=None, help="start from a local-dir folder (e.g. the shipped weights)")
     parser.add_argument("--export", default=None, help="write the model as a local-dir folder here")
@@ -215,7 +245,7 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     tokenizer = open_clip.get_tokenizer(CONFIG_NAME)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
     batches = Batches(args.seed, args.batch_size, args.image_negatives, args.noise, args.size_negatives,
-                      args.malformed_negatives)
+                      args.malformed_negatives, args.between_negatives)
     state = {"step": 0, "minutes": 0.0, "curve": []}
     earlier_phases: list[dict] = []
     if args.init_from:
@@ -267,7 +297,8 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     phase = {"command": args.command, "stopped_at": {"steps": state["step"], "minutes": round(state["minutes"], 1)},
              "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
              "image_negatives": args.image_negatives, "size_negatives": args.size_negatives,
-             "malformed_negatives": args.malformed_negatives, "noise": args.noise, "export_dtype": args.export_dtype,
+             "malformed_negatives": args.malformed_negatives, "between_negatives": args.between_negatives,
+             "noise": args.noise, "export_dtype": args.export_dtype,
              "curve": state["curve"]}
     if args.note:
         phase["note"] = args.note

@@ -196,3 +196,21 @@ def test_a_malformed_negative_is_an_image_the_oracle_refuses_for_its_shape():
     assert sum(any(reason.startswith(("shape", "size")) for reason in verdict.reasons) for verdict in verdicts) >= 48
     batch = batches.next()
     assert batch.matched == [False] * 64
+
+
+def test_a_between_negative_is_a_blended_outline_the_oracle_refuses():
+    import numpy as np
+
+    from dalleflow.shapes import judge, render_scene
+
+    batches = ranker.Batches(seed=0, batch_size=64, image_negatives=True, noise=0.0, between_negatives=1.0)
+    scenes = [batches.sampler.sample() for _ in range(64)]
+    negatives = [batches._between(scene) for scene in scenes]
+    verdicts = [judge(image, scene.caption) for image, scene in zip(negatives, scenes)]
+    assert not any(verdict.accepted for verdict in verdicts)
+    assert sum(any(reason.startswith("shape") for reason in verdict.reasons) for verdict in verdicts) >= 40
+    # A blend, not a clean render: the changed pixels are a thin rim of the object, not the object gone.
+    changed = [(image != render_scene(scene)).any(axis=-1).mean() for image, scene in zip(negatives, scenes)]
+    assert 0 < np.median(changed) < 0.1
+    batch = batches.next()
+    assert batch.matched == [False] * 64 and batch.negative_images.shape == batch.images.shape
