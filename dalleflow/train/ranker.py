@@ -142,8 +142,9 @@ class Batches:
 
     def _between(self, scene: Scene, tries: int = 8) -> np.ndarray:
         """The scene with one object's outline blended between its shape and another one's (a rounded
-        triangle, a squarish circle, a square gone round): the near misses a generator draws for a
-        composition it never saw, which the phases before this one ranked as high as the real shape.
+        triangle, a squarish circle, a square gone round): the near misses the DALL·E draws for a
+        composition it never saw, which the shipped ranker picked over its accepted candidates for
+        most of the prompts it got wrong (a phase trained with them picked no better: see the model card).
         A blend can still pass for its shape, so a draw counts only where the oracle refuses the image
         for its caption; after `tries` draws that all pass, a malformed object stands in."""
         side = scene.canvas_size
