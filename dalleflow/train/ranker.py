@@ -115,8 +115,6 @@ class Batches:
         side = scene.canvas_size
         index = self.rng.randrange(len(scene.objects))
         obj = scene.objects[index]
-        others = dataclasses.replace(scene, objects=scene.objects[:index] + scene.objects[index + 1 :])
-        image = render_scene(others)
         mask = object_mask(obj, side)
         # A hollow triangle still passes for one (a triangle's fill is low anyway): it is turned over instead.
         kind = self.rng.choice(["squashed", "upside down" if obj.shape == "triangle" else "hollow"])
@@ -137,8 +135,7 @@ class Batches:
             rows = np.nonzero(mask.any(axis=1))[0]
             mask = mask.copy()
             mask[rows.min() : rows.max() + 1] = mask[rows.min() : rows.max() + 1][::-1]
-        image[mask] = world.COLOURS[obj.colour]
-        return image
+        return with_outline(scene, index, mask)
 
     def _between(self, scene: Scene, tries: int = 8) -> np.ndarray:
         """The scene with one object's outline blended between its shape and another one's (a rounded
@@ -154,8 +151,7 @@ class Batches:
             other = dataclasses.replace(obj, shape=self.rng.choice([s for s in world.SHAPES if s != obj.shape]))
             weight, blur = self.rng.uniform(0.3, 0.7), self.rng.uniform(0.5, 1.5)
             own, theirs = (ndimage.gaussian_filter(object_mask(o, side).astype(np.float32), blur) for o in (obj, other))
-            image = render_scene(dataclasses.replace(scene, objects=scene.objects[:index] + scene.objects[index + 1 :]))
-            image[(1 - weight) * own + weight * theirs > 0.5] = world.COLOURS[obj.colour]
+            image = with_outline(scene, index, (1 - weight) * own + weight * theirs > 0.5)
             if not judge(image, scene.spec).accepted:
                 return image
         return self._malformed(scene)
@@ -174,6 +170,13 @@ class Batches:
     def set_rng_state(self, states: list) -> None:
         for rng, state in zip((self.sampler.rng, self.rng), states):
             rng.setstate(state)
+
+
+def with_outline(scene: Scene, index: int, mask: np.ndarray) -> np.ndarray:
+    """The scene rendered with object `index` drawn as `mask` in its colour, over the others."""
+    image = render_scene(dataclasses.replace(scene, objects=scene.objects[:index] + scene.objects[index + 1 :]))
+    image[mask] = world.COLOURS[scene.objects[index].colour]
+    return image
 
 
 @dataclasses.dataclass
