@@ -8,7 +8,8 @@ DALL·E, as the service fans out), ranked by the CLIP ranker; prints, per
 generator alone and for the joint pool the service answers, the share of
 prompts whose top-ranked candidate the oracle accepts, the mean acceptance of
 all candidates (what an unranked pick gets) and the best possible (any
-candidate accepted), and the mean share of candidates misarranged: the caption's
+candidate accepted), for the joint pool which generator drew the refused top
+picks, and the mean share of candidates misarranged: the caption's
 colours and shapes drawn in another arrangement (order reversed, colours or
 shapes exchanged), what a generator that reads a caption as a bag of words
 draws. Then the ranker's caption retrieval (top-1 of 100) and the
@@ -75,6 +76,8 @@ def main() -> None:
             results[label][name] = {"top_ranked_accepted": quality.top_ranked_accepted,
                                     "mean_accepted": quality.mean_accepted, "best_possible": quality.best_possible,
                                     "mean_misarranged": quality.mean_misarranged}
+            if name == "joint":
+                results[label][name]["rejected_picks_from"] = quality.rejected_picks_from
             rows.append((label, name, quality.prompts, quality.top_ranked_accepted, quality.mean_accepted,
                          quality.best_possible, quality.mean_misarranged, retrieval))
         if split == "train":
@@ -87,6 +90,10 @@ def main() -> None:
           f"{'misarranged':>11} {'ranker top-1/100':>16}")
     for label, name, prompts, top, mean, best, misarranged, retrieval in rows:
         print(f"{label:10} {name:10} {prompts:7d} {top:10.1%} {mean:6.1%} {best:9.1%} {misarranged:11.1%} {retrieval:16.1%}")
+    for label in ("seen", "held-out"):
+        if "joint" in results[label]:
+            shares = ", ".join(f"{share:.1%} {name}" for name, share in results[label]["joint"]["rejected_picks_from"].items())
+            print(f"joint pool, {label}: top-ranked candidate refused and drawn by: {shares} (of prompts)")
     refiner = results["refiner"]
     print(f"refiner (skip_rate 0.5) on {refiner['variations']} variations of accepted picks: "
           f"still accepted {refiner['still_accepted']:.1%}, mean |Δ| / 255 {refiner['mean_abs_change']:.1%}, "

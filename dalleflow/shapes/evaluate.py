@@ -70,6 +70,9 @@ class GenerationQuality:
     best_possible: float  # at least one candidate passes (a perfect ranker)
     mean_misarranged: float  # any one candidate shows the caption's objects in another arrangement
     accepted_picks: list[tuple[str, Image.Image]]  # (caption, top image) where accepted
+    # generator -> share of prompts whose top-ranked candidate it drew and the oracle refuses
+    # (in the joint pool: which generator the ranker's wrong picks come from)
+    rejected_picks_from: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def generation_quality(
@@ -79,10 +82,11 @@ def generation_quality(
     with several generators, "joint": the whole pool ranked together (what the
     service answers). generators: name -> generate(captions, num_images, seed)."""
     names = list(generators) + (["joint"] if len(generators) > 1 else [])
-    tallies = {name: ([], [], [], [], []) for name in names}  # top, mean, best, misarranged, picks
+    tallies = {name: ([], [], [], [], [], []) for name in names}  # top, mean, best, misarranged, picks, rejected
 
-    def tally(name: str, caption: str, candidates: list, verdicts: list[bool], misarranged: list[bool]) -> None:
-        top, mean, best, wrongly_arranged, picks = tallies[name]
+    def tally(name: str, caption: str, candidates: list, verdicts: list[bool], misarranged: list[bool],
+              sources: list[str]) -> None:  # fmt: skip
+        top, mean, best, wrongly_arranged, picks, rejected = tallies[name]
         pick = int(np.argmax(score(caption, candidates)))
         top.append(verdicts[pick])
         mean.append(np.mean(verdicts))
@@ -90,27 +94,32 @@ def generation_quality(
         wrongly_arranged.append(np.mean(misarranged))
         if verdicts[pick]:
             picks.append((caption, candidates[pick]))
+        else:
+            rejected.append(sources[pick])
 
     for start in range(0, len(captions), batch):
         chunk = captions[start : start + batch]
         images = {name: generate(chunk, num_images, seed + start) for name, generate in generators.items()}
         for index, caption in enumerate(chunk):
-            pool, pool_verdicts, pool_misarranged = [], [], []
+            pool, pool_verdicts, pool_misarranged, pool_sources = [], [], [], []
             for name in generators:
                 candidates = images[name][index * num_images : (index + 1) * num_images]
                 verdicts = [judge(image, caption).accepted for image in candidates]
                 # is_misarranged, with the caption's verdicts already at hand
                 misarranged = [not accepted and accepted_for_a_rearrangement(image, caption)
                                for image, accepted in zip(candidates, verdicts)]
-                tally(name, caption, candidates, verdicts, misarranged)
+                sources = [name] * len(candidates)
+                tally(name, caption, candidates, verdicts, misarranged, sources)
                 pool += candidates
                 pool_verdicts += verdicts
                 pool_misarranged += misarranged
+                pool_sources += sources
             if "joint" in tallies:
-                tally("joint", caption, pool, pool_verdicts, pool_misarranged)
+                tally("joint", caption, pool, pool_verdicts, pool_misarranged, pool_sources)
     return {
-        name: GenerationQuality(len(captions), *(float(np.mean(values)) for values in (top, mean, best, misarranged)), picks)
-        for name, (top, mean, best, misarranged, picks) in tallies.items()
+        name: GenerationQuality(len(captions), *(float(np.mean(values)) for values in (top, mean, best, misarranged)),
+                                picks, {source: rejected.count(source) / len(captions) for source in generators})
+        for name, (top, mean, best, misarranged, picks, rejected) in tallies.items()
     }
 
 

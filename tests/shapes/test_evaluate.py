@@ -58,3 +58,20 @@ def test_generation_quality_counts_top_ranked_mean_best_and_misarranged():
     quality = generation_quality({"g": generate}, score, [CAPTION], num_images=4)["g"]
     assert (quality.top_ranked_accepted, quality.mean_accepted, quality.best_possible, quality.mean_misarranged) == (
         0.0, 0.25, 1.0, 0.5)
+
+
+def test_the_joint_pool_says_which_generator_drew_its_refused_top_picks():
+    right, wrong = (np.asarray(render_caption(c, seed=0)) for c in (CAPTION, "a red square on the top on a white background"))
+
+    def drawing(image):
+        return lambda captions, num_images, seed: [Image.fromarray(image)] * (num_images * len(captions))
+
+    def score(caption, images):  # prefers later candidates: the second generator's in the joint pool
+        return list(range(len(images)))
+
+    second = "a green circle on the left on a black background"
+    quality = generation_quality({"good": drawing(right), "bad": drawing(wrong)}, score, [CAPTION, second], num_images=2)
+    # Both generators' pictures are of CAPTION: for the second prompt both are refused, and the pick is "bad"'s.
+    assert quality["joint"].rejected_picks_from == {"good": 0.0, "bad": 1.0}
+    assert quality["good"].rejected_picks_from == {"good": 0.5, "bad": 0.0}
+    assert quality["joint"].top_ranked_accepted == 0.0 and quality["joint"].best_possible == 0.5
