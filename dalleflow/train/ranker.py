@@ -17,6 +17,12 @@ training images, as generated candidates are not clean renders.
 the negative images ones no caption says: an object of a wrong size, of no
 shape of the world, or half-way between two shapes (what the DALL·E draws on
 held-out compositions: a rounded triangle, a squarish circle).
+--judged-prompts has the embedded generators draw candidates for that many
+train-split prompts before training (cached in --out), judged by the oracle;
+each step then also asks the model to score, for --judged-pairs of those
+prompts, an accepted candidate over a rejected one of the same prompt (a
+Bradley-Terry loss, weighted by --judged-weight): the near misses the ranker
+meets in service, not renderings of them.
 
 The run checkpoints to --out every --checkpoint-minutes and resumes from it when
 rerun; SIGTERM or SIGINT stops it at a step boundary with its checkpoint and
@@ -46,6 +52,7 @@ from dalleflow.shapes.evaluate import retrieval_top1
 from dalleflow.shapes.scene import FIELDS, Scene, caption_of, change_one_field
 from dalleflow.train.checkpoint import load_checkpoint, save_checkpoint
 from dalleflow.train.clock import TrainingClock, cosine_lr, run, start_torch_run
+from dalleflow.train.judged_candidates import JudgedCandidates, embedded_generators, judge_candidates
 
 CONFIG_NAME = "shapes-clip"
 WARMUP_STEPS = 200
@@ -76,7 +83,7 @@ class Batches:
     def next(self) -> Batch:
         scenes = [self.sampler.sample() for _ in range(self.batch_size)]
         negative_specs = [change_one_field(s.spec, self.rng.choice(FIELDS), self.rng, allow_held_out=False) for s in scenes]
-        batch = Batch(self._pixels([render_scene(s) for s in scenes]), [s.caption for s in scenes],
+        batch = Batch(self.pixels([render_scene(s) for s in scenes]), [s.caption for s in scenes],
                       negative_captions=[caption_of(spec) for spec in negative_specs])  # fmt: skip
         if self.image_negatives:
             negatives, batch.matched = [], []
@@ -94,7 +101,7 @@ class Batches:
                 else:
                     negatives.append(render_scene(self.sampler.scene_for(spec)))
                     batch.matched.append(True)
-            batch.negative_images = self._pixels(negatives)
+            batch.negative_images = self.pixels(negatives)
         return batch
 
     def _missized(self, scene: Scene) -> Scene:
@@ -156,7 +163,7 @@ class Batches:
                 return image
         return self._malformed(scene)
 
-    def _pixels(self, rendered: list[np.ndarray]) -> torch.Tensor:
+    def pixels(self, rendered: list[np.ndarray]) -> torch.Tensor:
         tensor = normalise(np.stack(rendered))
         if self.noise > 0:
             # A noise level per image, from clean to --noise, so clean renders stay in the data.
@@ -207,6 +214,30 @@ def contrastive_loss(model, tokenizer, batch: Batch) -> torch.Tensor:
     return (image_to_text + text_to_image) / 2
 
 
+def preference_loss(model, tokenizer, judged: JudgedCandidates, pairs: np.ndarray, pixels) -> torch.Tensor:
+    """-log P(accepted over rejected) for (accepted, rejected) candidate pairs of one prompt each, by
+    the model's scores (its logit scale times the cosine): the choice ranking makes."""
+    count = len(pairs)
+    image_features = F.normalize(model.encode_image(pixels(list(judged.images[pairs.T.reshape(-1)]))), dim=-1)
+    text_features = F.normalize(model.encode_text(tokenizer([judged.captions[i] for i in judged.prompt[pairs[:, 0]]])), dim=-1)
+    scores = model.logit_scale.exp() * (image_features.view(2, count, -1) * text_features).sum(-1)
+    return F.softplus(scores[1] - scores[0]).mean()
+
+
+def load_or_judge(out: Path, prompts: int, num_images: int, seed: int) -> JudgedCandidates:
+    """The run's judged candidates, drawn once and cached beside its checkpoint (a resume reuses them)."""
+    cache = out / "judged-candidates.npz"
+    if cache.exists():
+        judged = JudgedCandidates.load(cache)
+    else:
+        print(f"drawing {num_images} candidates per generator for {prompts} train-split prompts (seed {seed})", flush=True)
+        judged = judge_candidates(embedded_generators(), prompts, num_images, seed,
+                                  progress=lambda done: print(f"judged {done}/{prompts} prompts", flush=True))  # fmt: skip
+        judged.save(cache)
+    print(f"judged candidates: {judged.summary()}", flush=True)
+    return judged
+
+
 def evaluate(model, tokenizer) -> dict[str, float]:
     model.eval()
     ranker = ClipRanker(model, open_clip.image_transform(model.visual.image_size, is_train=False), tokenizer, CONFIG_NAME)
@@ -233,6 +264,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--between-negatives", type=float, default=0.0,
                         help="with --image-negatives, the share of them with one object's outline blended half-way "
                              "to another shape (kept where the oracle refuses it)")
+    parser.add_argument("--judged-prompts", type=int, default=0,
+                        help="train-split prompts the embedded generators draw judged candidates for (0: none)")
+    parser.add_argument("--judged-images", type=int, default=4, help="candidates per prompt per generator")
+    parser.add_argument("--judged-seed", type=int, default=100, help="draws the judged prompts and their candidates")
+    parser.add_argument("--judged-pairs", type=int, default=32, help="accepted-over-rejected pairs per step")
+    parser.add_argument("--judged-weight", type=float, default=1.0, help="the preference loss's weight beside the contrastive one")
     parser.add_argument("--noise", type=float, default=0.0, help="largest std of pixel noise added to training images (0-1 scale)")
     parser.add_argument("--init-from", default=None, help="start from a local-dir folder (e.g. the shipped weights)")
     parser.add_argument("--export", default=None, help="write the model as a local-dir folder here")
@@ -250,6 +287,8 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
     batches = Batches(args.seed, args.batch_size, args.image_negatives, args.noise, args.size_negatives,
                       args.malformed_negatives, args.between_negatives)
+    judged = load_or_judge(out, args.judged_prompts, args.judged_images, args.judged_seed) if args.judged_prompts else None
+    pairs = judged.preference_pairs() if judged is not None else None
     state = {"step": 0, "minutes": 0.0, "curve": []}
     earlier_phases: list[dict] = []
     if args.init_from:
@@ -276,6 +315,9 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     clock = TrainingClock(state, args.checkpoint_minutes)
     while state["minutes"] < args.minutes and not stop.is_set():
         loss = contrastive_loss(model, tokenizer, batches.next())
+        if pairs is not None and len(pairs):
+            chosen = pairs[batches.rng.sample(range(len(pairs)), min(args.judged_pairs, len(pairs)))]
+            loss = loss + args.judged_weight * preference_loss(model, tokenizer, judged, chosen, batches.pixels)
         lr = cosine_lr(args.lr, state["step"], WARMUP_STEPS, state["minutes"] / args.minutes)  # over the time budget
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -303,6 +345,9 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
              "image_negatives": args.image_negatives, "size_negatives": args.size_negatives,
              "malformed_negatives": args.malformed_negatives, "between_negatives": args.between_negatives,
              "noise": args.noise, "export_dtype": args.export_dtype,
+             **({"judged_candidates": {"prompts": args.judged_prompts, "images_per_generator": args.judged_images,
+                                       "seed": args.judged_seed, "pairs_per_step": args.judged_pairs,
+                                       "weight": args.judged_weight, "drawn": judged.summary()}} if judged else {}),
              "curve": state["curve"]}
     if args.note:
         phase["note"] = args.note

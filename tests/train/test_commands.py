@@ -140,6 +140,24 @@ def test_ranker_training_resumes_and_a_phase_from_shipped_weights_keeps_the_reco
     assert record["steps"] == first_record["steps"] + record["phases"][1]["stopped_at"]["steps"]
 
 
+def test_a_ranker_phase_with_judged_candidates_draws_them_once_from_the_embedded_generators(tmp_path, capsys):
+    from dalleflow.train.judged_candidates import JudgedCandidates
+
+    command = ["--out", str(tmp_path / "run"), "--batch-size", "4", "--judged-prompts", "2", "--judged-pairs", "4",
+               "--export", str(tmp_path / "model")]  # fmt: skip
+    ranker.main([*command, "--minutes", "0.02"])
+    assert "drawing 4 candidates per generator for 2 train-split prompts" in capsys.readouterr().out
+    judged = JudgedCandidates.load(tmp_path / "run" / "judged-candidates.npz")
+    assert judged.generators == ["diffusion", "dalle"] and judged.images.shape == (16, 32, 32, 3)
+    assert list(judged.generator) == [0] * 8 + [1] * 8 and list(judged.prompt) == [0] * 4 + [1] * 4 + [0] * 4 + [1] * 4
+
+    ranker.main([*command, "--minutes", "0.04"])  # resumed: the same candidates, not drawn again
+    out = capsys.readouterr().out
+    assert "drawing" not in out and "judged candidates: 2 prompts, 16 candidates" in out
+    phase = json.loads((tmp_path / "model" / "training.json").read_text())["phases"][-1]
+    assert phase["judged_candidates"]["prompts"] == 2 and phase["judged_candidates"]["pairs_per_step"] == 4
+
+
 def test_diffusion_training_stopped_by_sigterm_saves_and_exports(tmp_path):
     command = [sys.executable, "-m", "dalleflow.train.diffusion", "--out", str(tmp_path / "run"), "--batch-size", "2",
                "--threads", "1", "--checkpoint-minutes", "1000", "--export", str(tmp_path / "model")]

@@ -1,0 +1,91 @@
+"""Candidates the embedded generators draw for train-split prompts, each judged by the oracle.
+
+The ranker's hardest choices are between candidates of one prompt that a generator
+drew: a near miss (a rounded triangle, a square a few pixels too big) beside an
+accepted image. Rendered negatives only approximate those near misses; these are
+the real ones, so a ranker can learn the choice it is asked to make, as a reward
+model learns from judged samples of the models it scores. Only train-split
+prompts are drawn: held-out compositions stay unseen by the ranker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from dalleflow.shapes.evaluate import distinct_scenes
+from dalleflow.shapes.oracle import judge
+
+Generate = Callable[[list[str], int, int], list]  # (captions, num_images, seed) -> images, caption-major
+
+
+@dataclasses.dataclass
+class JudgedCandidates:
+    captions: list[str]
+    images: np.ndarray  # [candidates, height, width, 3] uint8
+    prompt: np.ndarray  # [candidates]: the index in captions of the prompt each was drawn for
+    accepted: np.ndarray  # [candidates] bool: the oracle's verdict for its prompt
+    generator: np.ndarray  # [candidates]: the index in generators of the one that drew it
+    generators: list[str]
+
+    def save(self, path: str | Path) -> None:
+        np.savez_compressed(path, captions=np.array(self.captions), images=self.images, prompt=self.prompt,
+                            accepted=self.accepted, generator=self.generator, generators=np.array(self.generators))  # fmt: skip
+
+    @classmethod
+    def load(cls, path: str | Path) -> JudgedCandidates:
+        with np.load(path) as saved:
+            return cls(list(saved["captions"]), saved["images"], saved["prompt"], saved["accepted"],
+                       saved["generator"], list(saved["generators"]))  # fmt: skip
+
+    def preference_pairs(self) -> np.ndarray:
+        """[pairs, 2]: (accepted, rejected) candidate indices of one prompt, every such pair."""
+        pairs = []
+        for prompt in range(len(self.captions)):
+            own = np.nonzero(self.prompt == prompt)[0]
+            accepted, rejected = own[self.accepted[own]], own[~self.accepted[own]]
+            pairs += [(a, r) for a in accepted for r in rejected]
+        return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+    def summary(self) -> str:
+        pairs = self.preference_pairs()
+        per_generator = ", ".join(
+            f"{name} {self.accepted[self.generator == index].mean():.1%} accepted"
+            for index, name in enumerate(self.generators))  # fmt: skip
+        return (f"{len(self.captions)} prompts, {len(self.images)} candidates ({per_generator}), "
+                f"{len(pairs)} accepted-over-rejected pairs")  # fmt: skip
+
+
+def judge_candidates(generators: dict[str, Generate], prompts: int, num_images: int, seed: int,
+                     batch: int = 8, progress: Callable[[int], None] | None = None) -> JudgedCandidates:  # fmt: skip
+    """num_images candidates of each generator for `prompts` distinct train-split captions drawn with `seed`."""
+    captions = [scene.caption for scene in distinct_scenes("train", prompts, seed=seed)]
+    images, prompt, accepted, generator = [], [], [], []
+    for start in range(0, len(captions), batch):
+        chunk = captions[start : start + batch]
+        for generator_index, generate in enumerate(generators.values()):
+            drawn = generate(chunk, num_images, seed + start)
+            for row, image in enumerate(drawn):
+                caption_index = start + row // num_images
+                images.append(np.asarray(image.convert("RGB")))
+                prompt.append(caption_index)
+                accepted.append(judge(image, captions[caption_index]).accepted)
+                generator.append(generator_index)
+        if progress is not None:
+            progress(start + len(chunk))
+    return JudgedCandidates(captions, np.stack(images), np.array(prompt), np.array(accepted, dtype=bool),
+                            np.array(generator), list(generators))  # fmt: skip
+
+
+def embedded_generators() -> dict[str, Generate]:
+    """The embedded default's generators, sampled with their own defaults as the service does."""
+    from dalleflow.models.contract import Sampling, expand
+    from dalleflow.models.factory import create_model
+
+    diffusion = create_model({"family": "shapes-diffusion", "weights": "embedded:shapes-diffusion"})
+    dalle = create_model({"family": "dalle", "weights": "embedded:shapes-dalle", "options": {"vqgan": "embedded:shapes-vqgan"}})
+    return {"diffusion": lambda captions, num_images, seed: diffusion.generate(*expand(captions, num_images, seed), Sampling()),
+            "dalle": lambda captions, num_images, seed: dalle.generate(*expand(captions, num_images, seed), Sampling())}
