@@ -59,12 +59,24 @@ class JudgedCandidates:
                 f"{len(pairs)} accepted-over-rejected pairs")  # fmt: skip
 
 
-def judge_candidates(generators: dict[str, Generate], prompts: int, num_images: int, seed: int,
-                     batch: int = 8, progress: Callable[[int], None] | None = None) -> JudgedCandidates:  # fmt: skip
-    """num_images candidates of each generator for `prompts` distinct train-split captions drawn with `seed`."""
+def judge_candidates(generators: dict[str, Generate], prompts: int, num_images: int, seed: int, batch: int = 8,
+                     progress: Callable[[int], None] | None = None, earlier: JudgedCandidates | None = None) -> JudgedCandidates:  # fmt: skip
+    """num_images candidates of each generator for `prompts` distinct train-split captions drawn with `seed`.
+
+    A draw of more prompts begins with a draw of fewer (the captions come in the same order and each
+    batch of prompts has seeds of its own), so `earlier`, a draw with the same settings, is kept up to
+    its last whole batch and only the rest is drawn: a stopped draw resumes, a finished one grows."""
     captions = [scene.caption for scene in distinct_scenes("train", prompts, seed=seed)]
-    images, prompt, accepted, generator = [], [], [], []
-    for start in range(0, len(captions), batch):
+    kept = 0
+    if earlier is not None:
+        kept = min(len(earlier.captions), prompts) // batch * batch
+        if earlier.generators != list(generators) or earlier.captions[:kept] != captions[:kept] or \
+                len(earlier.images) != len(earlier.captions) * num_images * len(generators):  # fmt: skip
+            raise ValueError("the earlier draw was made with other generators, prompts or num_images")
+    rows = np.nonzero(earlier.prompt < kept)[0] if earlier is not None else []
+    images = list(earlier.images[rows]) if kept else []
+    prompt, accepted, generator = ([list(getattr(earlier, field)[rows]) if kept else [] for field in ("prompt", "accepted", "generator")])
+    for start in range(kept, len(captions), batch):
         chunk = captions[start : start + batch]
         for generator_index, generate in enumerate(generators.values()):
             drawn = generate(chunk, num_images, seed + start)

@@ -224,16 +224,21 @@ def preference_loss(model, tokenizer, judged: JudgedCandidates, pairs: np.ndarra
     return F.softplus(scores[1] - scores[0]).mean()
 
 
-def load_or_judge(out: Path, prompts: int, num_images: int, seed: int) -> JudgedCandidates:
-    """The run's judged candidates, drawn once and cached beside its checkpoint (a resume reuses them)."""
+def load_or_judge(out: Path, prompts: int, num_images: int, seed: int, save_every: int = 64) -> JudgedCandidates:
+    """The run's judged candidates, cached beside its checkpoint every `save_every` prompts: a resumed
+    run reuses them, a stopped draw resumes, and a run asking for more prompts draws only the rest."""
     cache = out / "judged-candidates.npz"
-    if cache.exists():
-        judged = JudgedCandidates.load(cache)
-    else:
-        print(f"drawing {num_images} candidates per generator for {prompts} train-split prompts (seed {seed})", flush=True)
-        judged = judge_candidates(embedded_generators(), prompts, num_images, seed,
-                                  progress=lambda done: print(f"judged {done}/{prompts} prompts", flush=True))  # fmt: skip
-        judged.save(cache)
+    judged = JudgedCandidates.load(cache) if cache.exists() else None
+    if judged is None or len(judged.captions) != prompts:
+        print(f"drawing {num_images} candidates per generator for {prompts} train-split prompts (seed {seed})"
+              + (f", {len(judged.captions)} drawn before" if judged is not None else ""), flush=True)  # fmt: skip
+        generators = embedded_generators()
+        while judged is None or len(judged.captions) != prompts:
+            have = 0 if judged is None else len(judged.captions)
+            target = min(have // save_every * save_every + save_every, prompts) if have < prompts else prompts
+            judged = judge_candidates(generators, target, num_images, seed, earlier=judged)
+            judged.save(cache)
+            print(f"judged {len(judged.captions)}/{prompts} prompts", flush=True)
     print(f"judged candidates: {judged.summary()}", flush=True)
     return judged
 

@@ -1,6 +1,7 @@
 """Judged candidates: what the ranker's preference loss learns from, judged by the real oracle."""
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -58,3 +59,16 @@ def test_the_preference_loss_is_the_probability_the_rankers_own_scores_give_the_
         good, bad = served.score(caption, [Image.fromarray(judged.images[i]) for i in (accepted, refused)])
         expected.append(np.log1p(np.exp(scale * (bad - good))))
     assert abs(loss.item() - np.mean(expected)) < 1e-3 * max(1.0, np.mean(expected))
+
+
+def test_a_draw_grows_from_an_earlier_one_into_what_one_draw_of_all_prompts_makes():
+    whole = judge_candidates({"g": drawing_the_caption_then_one_off}, prompts=13, num_images=2, seed=4, batch=4)
+    part = judge_candidates({"g": drawing_the_caption_then_one_off}, prompts=6, num_images=2, seed=4, batch=4)
+    grown = judge_candidates({"g": drawing_the_caption_then_one_off}, prompts=13, num_images=2, seed=4, batch=4, earlier=part)
+    assert grown.captions == whole.captions
+    for field in ("images", "prompt", "accepted", "generator"):
+        assert np.array_equal(getattr(grown, field), getattr(whole, field))
+    shrunk = judge_candidates({"g": drawing_the_caption_then_one_off}, prompts=5, num_images=2, seed=4, batch=4, earlier=whole)
+    assert shrunk.captions == whole.captions[:5] and np.array_equal(shrunk.images, whole.images[:10])
+    with pytest.raises(ValueError, match="other generators, prompts or num_images"):
+        judge_candidates({"g": drawing_the_caption_then_one_off}, prompts=13, num_images=3, seed=4, batch=4, earlier=part)
