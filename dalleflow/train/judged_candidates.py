@@ -60,22 +60,22 @@ class JudgedCandidates:
 
 
 def judge_candidates(generators: dict[str, Generate], prompts: int, num_images: int, seed: int, batch: int = 8,
-                     progress: Callable[[int], None] | None = None, earlier: JudgedCandidates | None = None) -> JudgedCandidates:  # fmt: skip
+                     earlier: JudgedCandidates | None = None) -> JudgedCandidates:  # fmt: skip
     """num_images candidates of each generator for `prompts` distinct train-split captions drawn with `seed`.
 
     A draw of more prompts begins with a draw of fewer (the captions come in the same order and each
     batch of prompts has seeds of its own), so `earlier`, a draw with the same settings, is kept up to
     its last whole batch and only the rest is drawn: a stopped draw resumes, a finished one grows."""
     captions = [scene.caption for scene in distinct_scenes("train", prompts, seed=seed)]
-    kept = 0
+    kept, images, prompt, accepted, generator = 0, [], [], [], []
     if earlier is not None:
         kept = min(len(earlier.captions), prompts) // batch * batch
         if earlier.generators != list(generators) or earlier.captions[:kept] != captions[:kept] or \
                 len(earlier.images) != len(earlier.captions) * num_images * len(generators):  # fmt: skip
             raise ValueError("the earlier draw was made with other generators, prompts or num_images")
-    rows = np.nonzero(earlier.prompt < kept)[0] if earlier is not None else []
-    images = list(earlier.images[rows]) if kept else []
-    prompt, accepted, generator = ([list(getattr(earlier, field)[rows]) if kept else [] for field in ("prompt", "accepted", "generator")])
+        rows = earlier.prompt < kept
+        images, prompt, accepted, generator = (list(values[rows]) for values in
+                                               (earlier.images, earlier.prompt, earlier.accepted, earlier.generator))  # fmt: skip
     for start in range(kept, len(captions), batch):
         chunk = captions[start : start + batch]
         for generator_index, generate in enumerate(generators.values()):
@@ -86,8 +86,6 @@ def judge_candidates(generators: dict[str, Generate], prompts: int, num_images: 
                 prompt.append(caption_index)
                 accepted.append(judge(image, captions[caption_index]).accepted)
                 generator.append(generator_index)
-        if progress is not None:
-            progress(start + len(chunk))
     return JudgedCandidates(captions, np.stack(images), np.array(prompt), np.array(accepted, dtype=bool),
                             np.array(generator), list(generators))  # fmt: skip
 
