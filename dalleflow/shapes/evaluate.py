@@ -62,6 +62,16 @@ def is_misarranged(image, caption: str) -> bool:
     return not judge(image, caption).accepted and accepted_for_a_rearrangement(image, caption)
 
 
+def drawn_in_batches(generators: dict[str, Callable], captions: list[str], num_images: int, seed: int, batch: int,
+                     first: int = 0):  # fmt: skip
+    """(index of its first caption, captions, {name: their candidates}) for each `batch` of captions from
+    index `first` on. A batch starting at caption i is drawn with seed + i, so a caption's candidates are
+    the same whatever the draw's length or where it began (at a batch boundary)."""
+    for start in range(first, len(captions), batch):
+        chunk = captions[start : start + batch]
+        yield start, chunk, {name: generate(chunk, num_images, seed + start) for name, generate in generators.items()}
+
+
 @dataclasses.dataclass
 class GenerationQuality:
     prompts: int
@@ -97,9 +107,7 @@ def generation_quality(
         else:
             rejected.append(sources[pick])
 
-    for start in range(0, len(captions), batch):
-        chunk = captions[start : start + batch]
-        images = {name: generate(chunk, num_images, seed + start) for name, generate in generators.items()}
+    for _, chunk, images in drawn_in_batches(generators, captions, num_images, seed, batch):
         for index, caption in enumerate(chunk):
             pool, pool_verdicts, pool_misarranged, pool_sources = [], [], [], []
             for name in generators:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dalleflow.shapes.evaluate import distinct_scenes
+from dalleflow.shapes.evaluate import distinct_scenes, drawn_in_batches
 from dalleflow.shapes.oracle import judge
 
 Generate = Callable[[list[str], int, int], list]  # (captions, num_images, seed) -> images, caption-major
@@ -76,10 +76,8 @@ def judge_candidates(generators: dict[str, Generate], prompts: int, num_images: 
         rows = earlier.prompt < kept
         images, prompt, accepted, generator = (list(values[rows]) for values in
                                                (earlier.images, earlier.prompt, earlier.accepted, earlier.generator))  # fmt: skip
-    for start in range(kept, len(captions), batch):
-        chunk = captions[start : start + batch]
-        for generator_index, generate in enumerate(generators.values()):
-            drawn = generate(chunk, num_images, seed + start)
+    for start, chunk, drawn_by in drawn_in_batches(generators, captions, num_images, seed, batch, first=kept):
+        for generator_index, drawn in enumerate(drawn_by.values()):
             for row, image in enumerate(drawn):
                 caption_index = start + row // num_images
                 images.append(np.asarray(image.convert("RGB")))
@@ -91,11 +89,13 @@ def judge_candidates(generators: dict[str, Generate], prompts: int, num_images: 
 
 
 def embedded_generators() -> dict[str, Generate]:
-    """The embedded default's generators, sampled with their own defaults as the service does."""
+    """The embedded default's generators (the service's default config), sampled with their own defaults
+    as the service does."""
+    from dalleflow.deployments.app import AppConfig
     from dalleflow.models.contract import Sampling, expand
     from dalleflow.models.factory import create_model
 
-    diffusion = create_model({"family": "shapes-diffusion", "weights": "embedded:shapes-diffusion"})
-    dalle = create_model({"family": "dalle", "weights": "embedded:shapes-dalle", "options": {"vqgan": "embedded:shapes-vqgan"}})
-    return {"diffusion": lambda captions, num_images, seed: diffusion.generate(*expand(captions, num_images, seed), Sampling()),
-            "dalle": lambda captions, num_images, seed: dalle.generate(*expand(captions, num_images, seed), Sampling())}
+    def sampler(model) -> Generate:
+        return lambda captions, num_images, seed: model.generate(*expand(captions, num_images, seed), Sampling())
+
+    return {name: sampler(create_model(spec)) for name, spec in AppConfig().generators.items()}
