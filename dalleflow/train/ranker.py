@@ -26,7 +26,7 @@ meets in service, not renderings of them.
 
 The run checkpoints to --out every --checkpoint-minutes and resumes from it when
 rerun; SIGTERM or SIGINT stops it at a step boundary with its checkpoint and
-export written. --init-from continues from a shipped folder, and the exported
+export written (while judged candidates are drawn: at the draw's next save). --init-from continues from a shipped folder, and the exported
 training.json lists every phase (with its command) that made the weights.
 """
 
@@ -224,9 +224,11 @@ def preference_loss(model, tokenizer, judged: JudgedCandidates, pairs: np.ndarra
     return F.softplus(scores[1] - scores[0]).mean()
 
 
-def load_or_judge(out: Path, prompts: int, num_images: int, seed: int, save_every: int = 64) -> JudgedCandidates:
+def load_or_judge(out: Path, prompts: int, num_images: int, seed: int, stop: threading.Event,
+                  save_every: int = 64) -> JudgedCandidates | None:  # fmt: skip
     """The run's judged candidates, cached beside its checkpoint every `save_every` prompts: a resumed
-    run reuses them, a stopped draw resumes, and a run asking for more prompts draws only the rest."""
+    run reuses them, a stopped draw resumes, and a run asking for more prompts draws only the rest.
+    None when a signal stopped the draw (at a save, so the cache is whole)."""
     cache = out / "judged-candidates.npz"
     judged = JudgedCandidates.load(cache) if cache.exists() else None
     if judged is None or len(judged.captions) != prompts:
@@ -237,8 +239,13 @@ def load_or_judge(out: Path, prompts: int, num_images: int, seed: int, save_ever
             have = 0 if judged is None else len(judged.captions)
             target = min(have // save_every * save_every + save_every, prompts) if have < prompts else prompts
             judged = judge_candidates(generators, target, num_images, seed, earlier=judged)
-            judged.save(cache)
+            partial = out / "judged-candidates.partial.npz"  # renamed when written: a kill never leaves half a cache
+            judged.save(partial)
+            partial.replace(cache)
             print(f"judged {len(judged.captions)}/{prompts} prompts", flush=True)
+            if stop.is_set():
+                print("stopped by a signal while drawing: the draw is cached, rerun the command to resume", flush=True)
+                return None
     print(f"judged candidates: {judged.summary()}", flush=True)
     return judged
 
@@ -292,7 +299,9 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
     batches = Batches(args.seed, args.batch_size, args.image_negatives, args.noise, args.size_negatives,
                       args.malformed_negatives, args.between_negatives)
-    judged = load_or_judge(out, args.judged_prompts, args.judged_images, args.judged_seed) if args.judged_prompts else None
+    judged = load_or_judge(out, args.judged_prompts, args.judged_images, args.judged_seed, stop) if args.judged_prompts else None
+    if args.judged_prompts and judged is None:
+        return
     pairs = judged.preference_pairs() if judged is not None else None
     state = {"step": 0, "minutes": 0.0, "curve": []}
     earlier_phases: list[dict] = []

@@ -72,3 +72,17 @@ def test_a_draw_grows_from_an_earlier_one_into_what_one_draw_of_all_prompts_make
     assert shrunk.captions == whole.captions[:5] and np.array_equal(shrunk.images, whole.images[:10])
     with pytest.raises(ValueError, match="other generators, prompts or num_images"):
         judge_candidates({"g": drawing_the_caption_then_one_off}, prompts=13, num_images=3, seed=4, batch=4, earlier=part)
+
+
+def test_a_signal_stops_the_draw_at_its_next_save_and_a_rerun_resumes_it(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(ranker, "embedded_generators", lambda: {"g": drawing_the_caption_then_one_off})
+    stop = threading.Event()
+    stop.set()  # as SIGTERM sets it: the draw ends at its first save
+    assert ranker.load_or_judge(tmp_path, prompts=24, num_images=2, seed=4, stop=stop, save_every=8) is None
+    assert len(JudgedCandidates.load(tmp_path / "judged-candidates.npz").captions) == 8
+    assert not (tmp_path / "judged-candidates.partial.npz").exists()
+    resumed = ranker.load_or_judge(tmp_path, prompts=24, num_images=2, seed=4, stop=threading.Event(), save_every=8)
+    whole = judge_candidates({"g": drawing_the_caption_then_one_off}, prompts=24, num_images=2, seed=4)
+    assert resumed.captions == whole.captions and np.array_equal(resumed.images, whole.images)
