@@ -21,8 +21,10 @@ from dalleflow.shapes.scene import CaptionSpec, Scene, SceneSampler, Split, capt
 
 
 def distinct_scenes(split: Split, count: int, seed: int) -> list[Scene]:
-    """`count` scenes of the split whose captions all differ."""
+    """`count` scenes of the split whose captions all differ: at most one per caption the split has."""
     sampler, scenes, seen = SceneSampler(split, seed=seed), [], set()
+    if count > len(sampler.specs):  # each spec is one caption: asking for more would never end
+        raise ValueError(f"the {split} split has {len(sampler.specs)} distinct captions, not {count}")
     while len(scenes) < count:
         scene = sampler.sample()
         if scene.caption not in seen:

@@ -49,7 +49,7 @@ from dalleflow.models.ranker.clip import ClipRanker, create_untrained, model_con
 from dalleflow.shapes import SceneSampler, judge, render_scene, world
 from dalleflow.shapes.render import object_mask
 from dalleflow.shapes.evaluate import retrieval_top1
-from dalleflow.shapes.scene import FIELDS, Scene, caption_of, change_one_field
+from dalleflow.shapes.scene import FIELDS, Scene, caption_of, change_one_field, specs_of_split
 from dalleflow.train.checkpoint import load_checkpoint, save_checkpoint
 from dalleflow.train.clock import TrainingClock, cosine_lr, run, start_torch_run
 from dalleflow.train.judged_candidates import JudgedCandidates, embedded_generators, judge_candidates
@@ -289,6 +289,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="the exported weights' precision (the shipped ones are float16: half the bytes)")
     parser.add_argument("--note", default=None, help="kept with this phase in the exported training.json")
     args = parser.parse_args(argv)
+    train_captions = len(specs_of_split("train"))
+    if args.judged_prompts > train_captions:
+        parser.error(f"--judged-prompts: at most {train_captions}, the train split's distinct captions")
     run("ranker", args, argv, train)
 
 

@@ -1,10 +1,21 @@
 """The measures in bench/quality.py, on images made by hand: what each number counts."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from dalleflow.shapes.evaluate import distinct_scenes, generation_quality, is_misarranged, refinement_quality
 from dalleflow.shapes.render import render_caption, render_scene
+
+
+def test_distinct_scenes_are_one_per_caption_and_asking_past_the_split_is_an_error():
+    from dalleflow.shapes.scene import specs_of_split
+
+    held_out = len(specs_of_split("held_out"))
+    every = distinct_scenes("held_out", held_out, seed=0)
+    assert len({scene.caption for scene in every}) == held_out
+    with pytest.raises(ValueError, match=f"{held_out} distinct captions, not {held_out + 1}"):
+        distinct_scenes("held_out", held_out + 1, seed=0)
 
 
 def test_refinement_quality_counts_accepted_variations_mean_change_and_changed_pixels():

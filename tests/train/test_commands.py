@@ -158,6 +158,16 @@ def test_a_ranker_phase_with_judged_candidates_draws_them_once_from_the_embedded
     assert phase["judged_candidates"]["prompts"] == 2 and phase["judged_candidates"]["pairs_per_step"] == 4
 
 
+def test_a_ranker_phase_asking_more_judged_prompts_than_the_train_split_has_is_refused_at_once(tmp_path, capsys):
+    from dalleflow.shapes.scene import specs_of_split
+
+    too_many = len(specs_of_split("train")) + 1  # distinct captions cannot be drawn past the split's own
+    with pytest.raises(SystemExit):
+        ranker.main(["--out", str(tmp_path / "run"), "--judged-prompts", str(too_many)])
+    assert f"--judged-prompts: at most {too_many - 1}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_diffusion_training_stopped_by_sigterm_saves_and_exports(tmp_path):
     command = [sys.executable, "-m", "dalleflow.train.diffusion", "--out", str(tmp_path / "run"), "--batch-size", "2",
                "--threads", "1", "--checkpoint-minutes", "1000", "--export", str(tmp_path / "model")]
