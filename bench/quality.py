@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--vqgan", default="embedded:shapes-vqgan")
     parser.add_argument("--dalle-guidance", type=float, default=None,
                         help="the DALL·E's guidance (default: its own, from its generation_config.json)")
+    parser.add_argument("--dalle-temperature", type=float, default=None,
+                        help="the DALL·E's sampling temperature (default: its own, from its generation_config.json)")
     parser.add_argument("--ranker", default="embedded:shapes-clip")
     parser.add_argument("--refine-picks", type=int, default=100, help="accepted picks to vary")
     parser.add_argument("--out", default="bench/results/quality.json")
@@ -59,6 +61,8 @@ def main() -> None:
     if args.dalle:
         dalle = create_model({"family": "dalle", "weights": args.dalle, "options": {"vqgan": args.vqgan}})
         dalle_guidance = dalle.defaults.guidance_scale if args.dalle_guidance is None else args.dalle_guidance
+        if args.dalle_temperature is not None:
+            dalle.sampling["temperature"] = args.dalle_temperature  # a deployment option, as a serve config sets it
         generators["dalle"] = lambda captions, num_images, seed: dalle.generate(
             *expand(captions, num_images, seed), Sampling(guidance_scale=dalle_guidance))
 
@@ -85,7 +89,7 @@ def main() -> None:
             results["refiner"] = refinement_quality(refine, served.accepted_picks[: args.refine_picks])
 
     print(f"\nembedded default, {args.num_images} candidates per prompt per generator, diffusion {args.steps} steps, "
-          f"guidance {args.guidance}" + (f", DALL·E guidance {dalle_guidance}" if args.dalle else ""))
+          f"guidance {args.guidance}" + (f", DALL·E guidance {dalle_guidance}, {dalle.sampling}" if args.dalle else ""))
     print(f"{'split':10} {'generator':10} {'prompts':>7} {'top-ranked':>10} {'mean':>6} {'best-of-n':>9} "
           f"{'misarranged':>11} {'ranker top-1/100':>16}")
     for label, name, prompts, top, mean, best, misarranged, retrieval in rows:
@@ -101,7 +105,8 @@ def main() -> None:
     print(f"({time.time() - started:.0f} s)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     settings = {"num_images": args.num_images, "steps": args.steps, "guidance": args.guidance,
-                "dalle_guidance": dalle_guidance if args.dalle else None, "refine_picks": args.refine_picks,
+                "dalle_guidance": dalle_guidance if args.dalle else None,
+                "dalle_sampling": dict(dalle.sampling) if args.dalle else None, "refine_picks": args.refine_picks,
                 "weights": {"diffusion": args.diffusion, "dalle": args.dalle, "vqgan": args.vqgan, "ranker": args.ranker}}
     Path(args.out).write_text(json.dumps({**provenance(), "settings": settings, **results}, indent=1))
 
