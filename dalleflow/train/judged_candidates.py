@@ -88,9 +88,9 @@ def judge_candidates(generators: dict[str, Generate], prompts: int, num_images: 
                             np.array(generator), list(generators))  # fmt: skip
 
 
-def embedded_generators() -> dict[str, Generate]:
-    """The embedded default's generators (the service's default config), sampled with their own defaults
-    as the service does."""
+def embedded_generators(names: list[str] | None = None) -> dict[str, Generate]:
+    """The embedded default's generators (the service's default config), or those of them named, sampled
+    with their own defaults as the service does."""
     from dalleflow.deployments.app import AppConfig
     from dalleflow.models.contract import Sampling, expand
     from dalleflow.models.factory import create_model
@@ -98,4 +98,14 @@ def embedded_generators() -> dict[str, Generate]:
     def sampler(model) -> Generate:
         return lambda captions, num_images, seed: model.generate(*expand(captions, num_images, seed), Sampling())
 
-    return {name: sampler(create_model(spec)) for name, spec in AppConfig().generators.items()}
+    specs = AppConfig().generators
+    unknown = sorted(set(names or []) - set(specs))
+    if unknown:
+        raise ValueError(f"no embedded generator named {', '.join(unknown)}; there are {', '.join(specs)}")
+    return {name: sampler(create_model(spec)) for name, spec in specs.items() if names is None or name in names}
+
+
+def embedded_generator_names() -> list[str]:
+    from dalleflow.deployments.app import AppConfig
+
+    return list(AppConfig().generators)

@@ -22,7 +22,8 @@ train-split prompts before training (cached in --out), judged by the oracle;
 each step then also asks the model to score, for --judged-pairs of those
 prompts, an accepted candidate over a rejected one of the same prompt (a
 Bradley-Terry loss, weighted by --judged-weight): the near misses the ranker
-meets in service, not renderings of them.
+meets in service, not renderings of them. --judged-generators draws from some
+of the generators only: the one whose near misses the ranker picks.
 
 The run checkpoints to --out every --checkpoint-minutes and resumes from it when
 rerun; SIGTERM or SIGINT stops it at a step boundary with its checkpoint and
@@ -52,7 +53,8 @@ from dalleflow.shapes.evaluate import retrieval_top1
 from dalleflow.shapes.scene import FIELDS, Scene, caption_of, change_one_field, specs_of_split
 from dalleflow.train.checkpoint import load_checkpoint, save_checkpoint
 from dalleflow.train.clock import TrainingClock, cosine_lr, run, start_torch_run
-from dalleflow.train.judged_candidates import JudgedCandidates, embedded_generators, judge_candidates
+from dalleflow.train.judged_candidates import (JudgedCandidates, embedded_generator_names, embedded_generators,
+                                               judge_candidates)
 
 CONFIG_NAME = "shapes-clip"
 WARMUP_STEPS = 200
@@ -225,7 +227,7 @@ def preference_loss(model, tokenizer, judged: JudgedCandidates, pairs: np.ndarra
 
 
 def load_or_judge(out: Path, prompts: int, num_images: int, seed: int, stop: threading.Event,
-                  save_every: int = 64) -> JudgedCandidates | None:  # fmt: skip
+                  generator_names: list[str] | None = None, save_every: int = 64) -> JudgedCandidates | None:  # fmt: skip
     """The run's judged candidates, cached beside its checkpoint every `save_every` prompts: a resumed
     run reuses them, a stopped draw resumes, and a run asking for more prompts draws only the rest.
     None when a signal stopped the draw (at a save, so the cache is whole)."""
@@ -234,7 +236,7 @@ def load_or_judge(out: Path, prompts: int, num_images: int, seed: int, stop: thr
     if judged is None or len(judged.captions) != prompts:
         print(f"drawing {num_images} candidates per generator for {prompts} train-split prompts (seed {seed})"
               + (f", {len(judged.captions)} drawn before" if judged is not None else ""), flush=True)  # fmt: skip
-        generators = embedded_generators()
+        generators = embedded_generators(generator_names)
         while judged is None or len(judged.captions) != prompts:
             have = 0 if judged is None else len(judged.captions)
             target = min(have // save_every * save_every + save_every, prompts) if have < prompts else prompts
@@ -279,6 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--judged-prompts", type=int, default=0,
                         help="train-split prompts the embedded generators draw judged candidates for (0: none)")
     parser.add_argument("--judged-images", type=int, default=4, help="candidates per prompt per generator")
+    parser.add_argument("--judged-generators", nargs="+", default=None, metavar="NAME",
+                        help="which of the embedded default's generators draw them (default: all), e.g. the one "
+                             "whose near misses the ranker picks")
     parser.add_argument("--judged-seed", type=int, default=100, help="draws the judged prompts and their candidates")
     parser.add_argument("--judged-pairs", type=int, default=32, help="accepted-over-rejected pairs per step")
     parser.add_argument("--judged-weight", type=float, default=1.0, help="the preference loss's weight beside the contrastive one")
@@ -292,6 +297,10 @@ def main(argv: list[str] | None = None) -> None:
     train_captions = len(specs_of_split("train"))
     if args.judged_prompts > train_captions:
         parser.error(f"--judged-prompts: at most {train_captions}, the train split's distinct captions")
+    unknown = sorted(set(args.judged_generators or []) - set(embedded_generator_names()))
+    if unknown:
+        parser.error(f"--judged-generators: no embedded generator named {', '.join(unknown)}; "
+                     f"there are {', '.join(embedded_generator_names())}")  # fmt: skip
     run("ranker", args, argv, train)
 
 
@@ -302,7 +311,8 @@ def train(args: argparse.Namespace, stop: threading.Event) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1)
     batches = Batches(args.seed, args.batch_size, args.image_negatives, args.noise, args.size_negatives,
                       args.malformed_negatives, args.between_negatives)
-    judged = load_or_judge(out, args.judged_prompts, args.judged_images, args.judged_seed, stop) if args.judged_prompts else None
+    judged = load_or_judge(out, args.judged_prompts, args.judged_images, args.judged_seed, stop,
+                           args.judged_generators) if args.judged_prompts else None  # fmt: skip
     if args.judged_prompts and judged is None:
         return
     pairs = judged.preference_pairs() if judged is not None else None

@@ -158,6 +158,22 @@ def test_a_ranker_phase_with_judged_candidates_draws_them_once_from_the_embedded
     assert phase["judged_candidates"]["prompts"] == 2 and phase["judged_candidates"]["pairs_per_step"] == 4
 
 
+def test_a_ranker_phase_can_draw_its_judged_candidates_from_one_generator_and_a_misspelt_one_is_refused(
+    tmp_path, capsys
+):
+    from dalleflow.train.judged_candidates import JudgedCandidates
+
+    with pytest.raises(SystemExit):
+        ranker.main(["--out", str(tmp_path / "run"), "--judged-prompts", "2", "--judged-generators", "dall-e"])
+    assert "--judged-generators: no embedded generator named dall-e; there are diffusion, dalle" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+    ranker.main(["--out", str(tmp_path / "run"), "--batch-size", "4", "--judged-prompts", "2", "--judged-pairs", "4",
+                 "--judged-images", "3", "--judged-generators", "dalle", "--minutes", "0.02"])  # fmt: skip
+    judged = JudgedCandidates.load(tmp_path / "run" / "judged-candidates.npz")
+    assert judged.generators == ["dalle"] and list(judged.generator) == [0] * 6 and list(judged.prompt) == [0] * 3 + [1] * 3
+
+
 def test_a_ranker_phase_asking_more_judged_prompts_than_the_train_split_has_is_refused_at_once(tmp_path, capsys):
     from dalleflow.shapes.scene import specs_of_split
 
