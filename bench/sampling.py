@@ -11,7 +11,10 @@ pool with the diffusion generator's candidates (drawn once per split at its own
 defaults: the pool the service answers), the mean acceptance of all candidates, the
 best possible (any candidate accepted), and how far apart one prompt's candidates are
 (mean |Δ| / 255 over each pair of them: what a lower temperature gives up). The shipped
-defaults are those in the model's generation_config.json; this is what they are chosen by.
+defaults are those in the model's generation_config.json; this grid checks them, and a
+setting it favours is measured on bench/quality.py's prompts (--dalle-guidance,
+--dalle-temperature) before it replaces them: one lead among many settings on few
+prompts is often chance.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dalleflow.models.factory import WEIGHTS_FOLDER
+
 PROMPT = "a red circle on the left on a white background"
 FAST = {"num_inference_steps": 4}
 
@@ -72,15 +74,16 @@ def test_a_candidate_is_made_again_alone_from_its_seed(server_url, generated, ge
     assert np.array_equal(np.asarray(decode(again.json()["candidates"][0]["image"])), np.asarray(decode(candidate["image"])))
 
 
-@pytest.mark.parametrize(("generator", "own_default"), [("diffusion", 3.0), ("dalle", 2.0)])
-def test_guidance_left_out_is_each_generators_own_default(server_url, generator, own_default):
+@pytest.mark.parametrize(("generator", "weights"), [("diffusion", "shapes-diffusion"), ("dalle", "shapes-dalle")])
+def test_guidance_left_out_is_each_generators_own_default(server_url, generator, weights):
+    own_default = json.loads((WEIGHTS_FOLDER / weights / "generation_config.json").read_text())["guidance_scale"]
+
     def image(**guidance) -> bytes:
         body = {"prompt": PROMPT, "num_images": 1, "seed": 5, "generators": [generator], **FAST, **guidance}
         answer = post(server_url, "/v1/generate", body)
         assert answer.status_code == 200, answer.text
         return np.asarray(decode(answer.json()["candidates"][0]["image"])).tobytes()  # pixels: the PNGs' ids differ
 
-    # Each checkpoint's generation_config.json: 2 for the shapes DALL·E (its sampling sweep), 3 for diffusion.
     assert image() == image(guidance_scale=own_default)
     assert image() != image(guidance_scale=own_default + 4)
 
