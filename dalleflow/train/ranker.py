@@ -297,10 +297,10 @@ def main(argv: list[str] | None = None) -> None:
     train_captions = len(specs_of_split("train"))
     if args.judged_prompts > train_captions:
         parser.error(f"--judged-prompts: at most {train_captions}, the train split's distinct captions")
-    unknown = sorted(set(args.judged_generators or []) - set(embedded_generator_names()))
+    known = embedded_generator_names()
+    unknown = sorted(set(args.judged_generators or []) - set(known))
     if unknown:
-        parser.error(f"--judged-generators: no embedded generator named {', '.join(unknown)}; "
-                     f"there are {', '.join(embedded_generator_names())}")  # fmt: skip
+        parser.error(f"--judged-generators: no embedded generator named {', '.join(unknown)}; there are {', '.join(known)}")
     run("ranker", args, argv, train)
 
 

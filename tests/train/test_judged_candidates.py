@@ -77,7 +77,7 @@ def test_a_draw_grows_from_an_earlier_one_into_what_one_draw_of_all_prompts_make
 def test_a_signal_stops_the_draw_at_its_next_save_and_a_rerun_resumes_it(tmp_path, monkeypatch):
     import threading
 
-    monkeypatch.setattr(ranker, "embedded_generators", lambda: {"g": drawing_the_caption_then_one_off})
+    monkeypatch.setattr(ranker, "embedded_generators", lambda names=None: {"g": drawing_the_caption_then_one_off})
     stop = threading.Event()
     stop.set()  # as SIGTERM sets it: the draw ends at its first save
     assert ranker.load_or_judge(tmp_path, prompts=24, num_images=2, seed=4, stop=stop, save_every=8) is None
