@@ -88,24 +88,25 @@ def judge_candidates(generators: dict[str, Generate], prompts: int, num_images: 
                             np.array(generator), list(generators))  # fmt: skip
 
 
-def embedded_generators(names: list[str] | None = None) -> dict[str, Generate]:
-    """The embedded default's generators (the service's default config), or those of them named, sampled
-    with their own defaults as the service does."""
+def embedded_generator_specs(names: list[str] | None = None) -> dict:
+    """The model specs of the embedded default's generators (the service's default config), or of those
+    of them named; ValueError for a name it has not."""
     from dalleflow.deployments.app import AppConfig
+
+    specs = AppConfig().generators
+    unknown = sorted(set(names or []) - set(specs))
+    if unknown:
+        raise ValueError(f"no embedded generator named {', '.join(unknown)}; there are {', '.join(specs)}")
+    return {name: spec for name, spec in specs.items() if names is None or name in names}
+
+
+def embedded_generators(names: list[str] | None = None) -> dict[str, Generate]:
+    """The embedded default's generators, or those of them named, sampled with their own defaults as the
+    service does."""
     from dalleflow.models.contract import Sampling, expand
     from dalleflow.models.factory import create_model
 
     def sampler(model) -> Generate:
         return lambda captions, num_images, seed: model.generate(*expand(captions, num_images, seed), Sampling())
 
-    specs = AppConfig().generators
-    unknown = sorted(set(names or []) - set(specs))
-    if unknown:
-        raise ValueError(f"no embedded generator named {', '.join(unknown)}; there are {', '.join(specs)}")
-    return {name: sampler(create_model(spec)) for name, spec in specs.items() if names is None or name in names}
-
-
-def embedded_generator_names() -> list[str]:
-    from dalleflow.deployments.app import AppConfig
-
-    return list(AppConfig().generators)
+    return {name: sampler(create_model(spec)) for name, spec in embedded_generator_specs(names).items()}

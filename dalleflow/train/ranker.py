@@ -53,7 +53,7 @@ from dalleflow.shapes.evaluate import retrieval_top1
 from dalleflow.shapes.scene import FIELDS, Scene, caption_of, change_one_field, specs_of_split
 from dalleflow.train.checkpoint import load_checkpoint, save_checkpoint
 from dalleflow.train.clock import TrainingClock, cosine_lr, run, start_torch_run
-from dalleflow.train.judged_candidates import (JudgedCandidates, embedded_generator_names, embedded_generators,
+from dalleflow.train.judged_candidates import (JudgedCandidates, embedded_generator_specs, embedded_generators,
                                                judge_candidates)
 
 CONFIG_NAME = "shapes-clip"
@@ -297,10 +297,10 @@ def main(argv: list[str] | None = None) -> None:
     train_captions = len(specs_of_split("train"))
     if args.judged_prompts > train_captions:
         parser.error(f"--judged-prompts: at most {train_captions}, the train split's distinct captions")
-    known = embedded_generator_names()
-    unknown = sorted(set(args.judged_generators or []) - set(known))
-    if unknown:
-        parser.error(f"--judged-generators: no embedded generator named {', '.join(unknown)}; there are {', '.join(known)}")
+    try:
+        embedded_generator_specs(args.judged_generators)  # a misspelt name is refused before the run starts
+    except ValueError as error:
+        parser.error(f"--judged-generators: {error}")
     run("ranker", args, argv, train)
 
 
